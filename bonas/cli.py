@@ -1,0 +1,339 @@
+"""The ``bonas`` command: one subcommand per verb, each ``add_arguments(parser)`` + ``run(args) -> int``.
+
+Bad input of any kind prints one line (``bonas: <what>: <why>; <how to fix>``) and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import dataclasses
+import sys
+import time
+
+from bonas.errors import EXIT_USAGE, BonasError, StudyError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if value < 0 or value != value:
+        raise argparse.ArgumentTypeError(f"must be >= 0 seconds, got {text}")
+    return value
+
+
+def _add_storage(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage", metavar="URL", help="Optuna storage URL; overrides the config and $BONAS_STORAGE")
+
+
+def _load_for_run(args: argparse.Namespace):
+    """Config + overrides + storage URL, all validated before anything is written."""
+    from bonas.config import load_config
+    from bonas.study import check_storage_url, find_config, resolve_storage
+
+    config = load_config(find_config(args.config))
+    if args.n_trials is not None:
+        config.budget.n_trials = args.n_trials
+    if args.timeout is not None:
+        config.budget.timeout = args.timeout
+    if getattr(args, "data_dir", None):
+        config.data.dir = args.data_dir
+    url = resolve_storage(config, args.storage)
+    check_storage_url(url, "--storage" if args.storage else config.path)
+    check_writable(url)
+    return config, url
+
+
+def check_writable(url: str) -> None:
+    """Fail before loading data when a SQLite database could not be created (nothing is written)."""
+    import os
+
+    from bonas.errors import StorageError
+    from bonas.study import sqlite_path
+
+    path = sqlite_path(url)
+    if path is None:
+        return
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise StorageError(f"{path}: study database is not writable; fix its permissions or choose another --storage")
+        return
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise StorageError(f"{parent}: directory is not writable, cannot create {path}; fix its permissions or choose another --storage")
+
+
+# --- search / worker -------------------------------------------------------------------------------
+
+
+class Search:
+    help = "run (or resume) a study until its budget is spent"
+
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("config", help="a study config (.toml) or the name of studies/<name>.toml")
+        p.add_argument("--n-trials", type=_positive_int, help="the study's total trial budget (overrides the config)")
+        p.add_argument("--timeout", type=_seconds, help="the study's total time budget in seconds (overrides the config)")
+        p.add_argument("--workers", type=_positive_int, default=1, help="local worker processes sharing the study (default 1)")
+        p.add_argument("--data-dir", help="where data sets are found or downloaded (default $BONAS_DATA_DIR or ~/.cache/bonas)")
+        _add_storage(p)
+        p.add_argument("-v", "--verbose", action="store_true", help="Lightning's progress bars and logs, Optuna's trial logs")
+        p.add_argument("--top", type=int, default=10, help="leaderboard rows printed at the end (default 10)")
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        from bonas.report import Progress, describe_best, leaderboard, state_counts
+        from bonas.workers import EXIT_INTERRUPTED, Worker, budget_status, describe_url, prepare_worker
+
+        config, url = _load_for_run(args)
+        n_trials, timeout = config.budget.n_trials, config.budget.timeout
+        splits = prepare_worker(config, url, args.verbose, args.workers)
+        if args.workers > 1:
+            return _search_parallel(config, url, splits, args)
+        worker = Worker(config, url, splits, verbose=args.verbose)
+        study = worker.study
+        done = budget_status(study, n_trials, timeout)
+        if done:
+            print(f"study {config.name!r} is finished ({done.removeprefix('done: ')}); raise budget.n_trials or pass --n-trials to add more")
+        else:
+            print(f"study {config.name!r}: {config.dataset}, {config.sampler.name} sampler, {config.pruner.name} pruner, "
+                  f"budget {n_trials} trials{f' / {timeout:g}s' if timeout else ''}, storage {describe_url(url)}", flush=True)
+            progress = Progress(config.name, n_trials)
+            progress.update(study)
+            start = time.perf_counter()
+            try:
+                summary = worker.run(n_trials, timeout, on_trial=progress.update)
+            finally:
+                progress.close()
+            elapsed = time.perf_counter() - start
+            print(f"{summary.stop_reason} ({summary.finished} trials finished in this run, {elapsed:.0f}s; states {state_counts(study)})")
+            if summary.interrupted:
+                return EXIT_INTERRUPTED.get(summary.interrupted, 1)
+            if summary.stop_reason.startswith("stopped"):
+                print(leaderboard(study, top=args.top))
+                return 1
+        print()
+        print(leaderboard(study, top=args.top))
+        print()
+        print(describe_best(study))
+        _print_browse_hint(config, url)
+        return 0
+
+
+def _search_parallel(config, url: str, splits, args: argparse.Namespace) -> int:
+    from bonas.report import Progress, describe_best, leaderboard
+    from bonas.study import create_or_resume, storage_for
+    from bonas.workers import budget_status, spawn_workers
+
+    # The study (and its schema) exists before any worker starts: N workers never race to create it.
+    study = create_or_resume(config, storage_for(config, url), url, splits.describe())
+    n_trials, timeout = config.budget.n_trials, config.budget.timeout
+    done = budget_status(study, n_trials, timeout)
+    if done:
+        print(f"study {config.name!r} is finished ({done.removeprefix('done: ')}); raise budget.n_trials or pass --n-trials to add more")
+    else:
+        print(f"study {config.name!r}: {args.workers} workers, budget {n_trials} trials", flush=True)
+        procs = spawn_workers(config, url, args.workers, n_trials, timeout, args.verbose)
+        progress = Progress(config.name, n_trials)
+        try:
+            while any(p.is_alive() for p in procs):
+                progress.update(study)
+                time.sleep(1.0)
+        except KeyboardInterrupt:
+            for p in procs:
+                p.join(timeout=60)
+        progress.update(study)
+        progress.close()
+        codes = [p.exitcode for p in procs]
+        if any(c != 0 for c in codes):
+            print(f"bonas: workers exited with codes {codes}", file=sys.stderr)
+            return max(c for c in codes if c is not None) if any(c for c in codes) else 1
+    print()
+    print(leaderboard(study, top=args.top))
+    print()
+    print(describe_best(study))
+    _print_browse_hint(config, url)
+    return 0
+
+
+def _print_browse_hint(config, url: str) -> None:
+    from bonas.study import mask_url
+
+    print()
+    print(f"browse: bonas dashboard {config.path}   (or: optuna-dashboard {mask_url(url)})")
+
+
+class WorkerCmd:
+    help = "run one worker on a shared study (start one per GPU / machine)"
+
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("config", help="a study config (.toml) or the name of studies/<name>.toml")
+        p.add_argument("--n-trials", type=_positive_int, help="the study's total trial budget (overrides the config)")
+        p.add_argument("--timeout", type=_seconds, help="the study's total time budget in seconds")
+        p.add_argument("--index", type=int, help="this worker's index, seeds its sampler (default: from host and pid)")
+        p.add_argument("--data-dir", help="where data sets are found or downloaded")
+        _add_storage(p)
+        p.add_argument("-v", "--verbose", action="store_true")
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        import os
+        import zlib
+
+        from bonas.report import Progress
+        from bonas.workers import EXIT_INTERRUPTED, Worker, prepare_worker
+
+        config, url = _load_for_run(args)
+        splits = prepare_worker(config, url, args.verbose)
+        # Workers on several machines must not share a sampler seed, or they propose the same trials.
+        index = args.index if args.index is not None else zlib.crc32(f"{os.uname().nodename}:{os.getpid()}".encode()) % 100_000
+        worker = Worker(config, url, splits, index=index, seed=config.seed + 1000 * index, verbose=args.verbose)
+        progress = Progress(config.name, config.budget.n_trials)
+        try:
+            summary = worker.run(config.budget.n_trials, config.budget.timeout, on_trial=progress.update)
+        finally:
+            progress.close()
+        print(f"worker {worker.name}: {summary.stop_reason} ({summary.finished} finished, {summary.failed} failed, {summary.dropped} dropped)")
+        if summary.interrupted:
+            return EXIT_INTERRUPTED.get(summary.interrupted, 1)
+        return 1 if summary.stop_reason.startswith("stopped") else 0
+
+
+# --- reading studies ------------------------------------------------------------------------------
+
+
+class Best:
+    help = "print the best trial of a study"
+
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("study", help="a study config (.toml) or the name of studies/<name>.toml")
+        _add_storage(p)
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        from bonas.report import describe_best
+        from bonas.study import open_existing
+
+        study, _ = open_existing(args.study, args.storage)
+        print(describe_best(study))
+        return 0
+
+
+class Trials:
+    help = "print the leaderboard of a study"
+
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("study", help="a study config (.toml) or the name of studies/<name>.toml")
+        p.add_argument("--top", type=int, default=0, help="rows to print (default 0: all)")
+        _add_storage(p)
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        from bonas.report import leaderboard, state_counts
+        from bonas.study import open_existing
+
+        study, _ = open_existing(args.study, args.storage)
+        print(leaderboard(study, top=args.top or None))
+        print(f"\n{len(study.trials)} trials: {state_counts(study)}")
+        return 0
+
+
+class Show:
+    help = "rebuild a trial's network from its stored params and print its layers, shapes, params and FLOPs"
+
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("study", help="a study config (.toml) or the name of studies/<name>.toml")
+        p.add_argument("trial", type=int, help="trial number (see bonas trials)")
+        _add_storage(p)
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        from bonas.model import build_model, format_summary, summarize
+        from bonas.report import val_acc
+        from bonas.space import specs_from_params
+        from bonas.spec import ArchSpec
+        from bonas.study import ATTR_DATA, open_existing
+
+        study, config = open_existing(args.study, args.storage)
+        trials = study.get_trials(deepcopy=False)
+        if not 0 <= args.trial < len(trials):
+            raise StudyError(f"study {study.study_name!r} has no trial {args.trial} (trials 0..{len(trials) - 1})")
+        t = trials[args.trial]
+        data = study.user_attrs.get(ATTR_DATA)
+        if data is None:
+            raise StudyError(f"study {study.study_name!r} has no stored data shape; was it made by bonas?")
+        shape = tuple(data["input_shape"])
+        try:
+            arch, train = specs_from_params(t.params, config.space, config.training, config.data, shape)
+        except ValueError as err:
+            raise StudyError(f"trial {t.number} cannot be rebuilt from its params ({err})") from None
+        net = build_model(arch, shape, data["n_classes"])
+        acc = val_acc(t)
+        print(f"trial {t.number} of {study.study_name!r}: {t.state.name}, val_acc {'-' if acc is None else f'{acc:.4f}'}")
+        print(f"  input {'x'.join(map(str, shape))}, {data['n_classes']} classes ({data['dataset']})")
+        print(f"  architecture  {arch.describe()}")
+        print(f"  training      {', '.join(f'{k}={v}' for k, v in dataclasses.asdict(train).items())}")
+        stored = t.user_attrs.get("arch")
+        if stored is not None and ArchSpec.from_dict(stored) != arch:
+            print("  warning: the rebuilt architecture differs from the one stored on the trial", file=sys.stderr)
+        print()
+        print(format_summary(summarize(net, shape)))
+        return 0
+
+
+COMMANDS = {
+    "search": Search,
+    "worker": WorkerCmd,
+    "best": Best,
+    "trials": Trials,
+    "show": Show,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bonas", description="Bayesian-optimisation neural architecture search (Optuna + Lightning).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, cmd in COMMANDS.items():
+        p = sub.add_parser(name, help=cmd.help, description=cmd.help)
+        cmd.add_arguments(p)
+        p.set_defaults(run=cmd.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except BonasError as err:
+        print(f"bonas: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("bonas: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `bonas trials x | head`: the reader left, which is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,496 @@
+"""Data sets as in-memory uint8 tensors, split once, batched by index slices.
+
+Every data set is decoded once into ``(N, C, H, W)`` uint8 images and int64 labels, cached on disk
+(``<data dir>/cache/``) so a second trial or worker never decodes again, and split into train /
+validation (a seeded, stratified split of the official training set) / test (the official test split,
+touched only by ``bonas retrain``). Batches are index slices of those tensors; scaling to float,
+normalisation (statistics of the training split only) and augmentation happen batched, on the device
+that trains (:class:`Preprocess`).
+
+Sources, by name: ``digits`` (scikit-learn, bundled), ``mnist``, ``fashion-mnist``, ``cifar10``,
+``cifar100`` (the original IDX .gz files or CIFAR python batches found on disk, else downloaded with
+torchvision), ``imagefolder`` (``root/<class>/*.png|jpg``; ``root/train`` + ``root/test`` when present).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from bonas.config import DataConfig
+from bonas.errors import DataError
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+DIGITS_TEST_FRACTION = 0.2  # digits has no official test split: a fixed one (seed below) stands in
+DIGITS_TEST_SEED = 20_240_601
+IMAGEFOLDER_TEST_FRACTION = 0.2
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+CACHE_VERSION = 1  # bump when decoding changes, so old caches are not reused
+
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+IDX_FILES = {
+    "train_x": "train-images-idx3-ubyte",
+    "train_y": "train-labels-idx1-ubyte",
+    "test_x": "t10k-images-idx3-ubyte",
+    "test_y": "t10k-labels-idx1-ubyte",
+}
+# Which augmentations make sense: digits are 8x8 (a 1-pixel shift is an eighth of the image),
+# mirrored digits are other symbols; clothes, objects and photos survive a flip.
+AUGMENT = {
+    "digits": (0, False),
+    "mnist": (2, False),
+    "fashion-mnist": (2, True),
+    "cifar10": (4, True),
+    "cifar100": (4, True),
+    "imagefolder": (None, True),  # pad = image_size // 8
+}
+
+
+@dataclass
+class RawData:
+    """A decoded data set: uint8 images (N, C, H, W), int64 labels, official train/test split."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    classes: list[str]
+    source: str  # where it came from, for the study's records
+
+
+@dataclass
+class Splits:
+    name: str
+    classes: list[str]
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    mean: tuple[float, ...]  # per channel, of train_x scaled to [0, 1]
+    std: tuple[float, ...]
+    crop_pad: int  # augmentation: random crop after padding by this many pixels
+    flip: bool  # augmentation: random horizontal flip
+    source: str
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    def describe(self) -> dict:
+        return {
+            "dataset": self.name,
+            "source": self.source,
+            "input_shape": list(self.input_shape),
+            "n_classes": self.n_classes,
+            "classes": self.classes,
+            "n_train": len(self.train_y),
+            "n_val": len(self.val_y),
+            "n_test": len(self.test_y),
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+    def to(self, device: torch.device | str) -> Splits:
+        """The same splits with the tensors on ``device`` (the GPU when training there)."""
+        moved = {k: getattr(self, k).to(device) for k in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")}
+        return Splits(**{**self.__dict__, **moved})
+
+
+def data_dir(config: DataConfig) -> Path:
+    if config.dir:
+        return Path(config.dir).expanduser()
+    env = os.environ.get("BONAS_DATA_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "bonas"
+
+
+def load_splits(name: str, config: DataConfig, seed: int) -> Splits:
+    """Load (from the decoded cache when possible) and split a data set."""
+    raw = load_raw(name, config)
+    return make_splits(name, raw, config, seed)
+
+
+def load_raw(name: str, config: DataConfig) -> RawData:
+    root = data_dir(config)
+    if name == "digits":
+        return _cached(root, "digits", [], lambda: _load_digits())
+    if name in ("mnist", "fashion-mnist"):
+        return _load_idx_dataset(name, root)
+    if name in ("cifar10", "cifar100"):
+        return _load_cifar(name, root)
+    if name == "imagefolder":
+        return _load_imagefolder(Path(config.root).expanduser(), config.image_size, config.channels, root)
+    raise DataError(f"unknown dataset {name!r}")
+
+
+# --- splits -------------------------------------------------------------------------------------
+
+
+def stratified_split(y: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (keep, held_out): ``fraction`` of every class held out, seeded, sorted."""
+    g = torch.Generator().manual_seed(seed)
+    keep, held = [], []
+    for c in torch.unique(y):
+        idx = torch.nonzero(y == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        n_held = max(1, round(len(idx) * fraction)) if len(idx) > 1 else 0
+        held.append(idx[:n_held])
+        keep.append(idx[n_held:])
+    return torch.cat(keep).sort().values, torch.cat(held).sort().values
+
+
+def balanced_subset(y: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """Indices of ``n`` samples with the class proportions of ``y`` (a seeded stratified draw)."""
+    if n <= 0 or n >= len(y):
+        return torch.arange(len(y))
+    _, held = stratified_split(y, n / len(y), seed)
+    return held
+
+
+def make_splits(name: str, raw: RawData, config: DataConfig, seed: int) -> Splits:
+    train_idx, val_idx = stratified_split(raw.train_y, config.val_fraction, seed)
+    train_idx = train_idx[balanced_subset(raw.train_y[train_idx], config.train_subset, seed + 1)]
+    val_idx = val_idx[balanced_subset(raw.train_y[val_idx], config.val_subset, seed + 2)]
+    train_x = raw.train_x[train_idx]
+    mean, std = channel_stats(train_x)
+    pad, flip = AUGMENT[name]
+    if pad is None:
+        pad = max(1, raw.train_x.shape[-1] // 8)
+    return Splits(
+        name=name,
+        classes=raw.classes,
+        train_x=train_x,
+        train_y=raw.train_y[train_idx],
+        val_x=raw.train_x[val_idx],
+        val_y=raw.train_y[val_idx],
+        test_x=raw.test_x,
+        test_y=raw.test_y,
+        mean=mean,
+        std=std,
+        crop_pad=pad,
+        flip=flip,
+        source=raw.source,
+    )
+
+
+def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images scaled to [0, 1] (float64 sums: exact enough)."""
+    flat = x.transpose(0, 1).reshape(x.shape[1], -1).double() / 255.0
+    std = flat.std(dim=1).clamp_min(1e-3)
+    return tuple(flat.mean(dim=1).tolist()), tuple(std.tolist())
+
+
+# --- batching and on-device preprocessing ---------------------------------------------------------
+
+
+class Batches:
+    """Batches as index slices of in-memory tensors: no per-sample Python, no DataLoader workers."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0):
+        self.x, self.y = x, y
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+
+    def __len__(self) -> int:
+        return (len(self.y) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self):
+        n, bs = len(self.y), self.batch_size
+        if not self.shuffle:
+            for i in range(0, n, bs):
+                yield self.x[i : i + bs], self.y[i : i + bs]
+            return
+        order = torch.randperm(n, generator=self.generator).to(self.x.device)
+        for i in range(0, n, bs):
+            idx = order[i : i + bs]
+            yield self.x[idx], self.y[idx]
+
+
+class Preprocess(nn.Module):
+    """uint8 batch -> normalised float batch, with optional batched random crop and flip.
+
+    Runs where the batch is (the GPU when training there). Crop offsets and flips are drawn per image,
+    which torchvision's batched transforms (one draw per batch) do not do.
+    """
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], crop_pad: int = 0, flip: bool = False):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.crop_pad = crop_pad
+        self.flip = flip
+
+    def forward(self, x: torch.Tensor, augment: bool = False) -> torch.Tensor:
+        if augment and self.crop_pad > 0:
+            x = random_crop(x, self.crop_pad)
+        if augment and self.flip:
+            flip = torch.rand(x.shape[0], device=x.device) < 0.5
+            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+        return (x.float().div_(255.0) - self.mean) / self.std
+
+
+def random_crop(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """Per-image random crop of a zero-padded batch back to its size, in one gather."""
+    n, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n, 1), device=x.device)
+    dx = torch.randint(0, 2 * pad + 1, (n, 1), device=x.device)
+    rows = (torch.arange(h, device=x.device).view(1, h) + dy).view(n, 1, h, 1)
+    cols = (torch.arange(w, device=x.device).view(1, w) + dx).view(n, 1, 1, w)
+    batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
+    chans = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
+    return padded[batch, chans, rows, cols]
+
+
+# --- the decoded-tensor cache --------------------------------------------------------------------
+
+
+def _fingerprint(files: list[Path]) -> str:
+    h = hashlib.sha256(str(CACHE_VERSION).encode())
+    for f in sorted(files):
+        st = f.stat()
+        h.update(f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def _cached(root: Path, key: str, files: list[Path], decode) -> RawData:
+    """Decode once; later calls (other trials, other workers) load the saved tensors."""
+    path = root / "cache" / f"{key}-{_fingerprint(files)}.pt"
+    if path.exists():
+        try:
+            d = torch.load(path, weights_only=True)
+            return RawData(d["train_x"], d["train_y"], d["test_x"], d["test_y"], list(d["classes"]), d["source"])
+        except Exception:  # a torn or foreign file: decode again and replace it
+            pass
+    raw = decode()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save({**raw.__dict__}, tmp)
+        os.replace(tmp, path)  # atomic: concurrent workers never read half a file
+    except OSError:
+        pass  # a read-only data dir only costs the decoding again
+    return raw
+
+
+# --- digits -------------------------------------------------------------------------------------
+
+
+def _load_digits() -> RawData:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.from_numpy(np.round(d.images * (255.0 / 16.0)).astype(np.uint8)).unsqueeze(1)
+    y = torch.from_numpy(d.target.astype(np.int64))
+    train, test = stratified_split(y, DIGITS_TEST_FRACTION, DIGITS_TEST_SEED)
+    classes = [str(c) for c in d.target_names]
+    return RawData(x[train], y[train], x[test], y[test], classes, "sklearn.datasets.load_digits")
+
+
+# --- MNIST / Fashion-MNIST: IDX files -------------------------------------------------------------
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (optionally .gz): the format of the original MNIST and Fashion-MNIST files."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as err:
+        raise DataError(f"{path}: cannot read IDX file: {err}") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise DataError(f"{path}: not an unsigned-byte IDX file (bad magic number)")
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    offset = 4 + 4 * ndim
+    expected = int(np.prod(dims))
+    if len(data) - offset != expected:
+        raise DataError(f"{path}: IDX header says {dims} ({expected} bytes) but holds {len(data) - offset}")
+    return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(dims)
+
+
+def _idx_candidates(name: str, root: Path) -> list[Path]:
+    tv = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}[name]
+    dirs = [root / name, root / name / "raw", root / tv / "raw"]
+    if name == "fashion-mnist":
+        dirs.append(DEBIAN_FASHION_MNIST)
+    return dirs
+
+
+def _find_idx(d: Path) -> dict[str, Path] | None:
+    found = {}
+    for key, stem in IDX_FILES.items():
+        for candidate in (d / f"{stem}.gz", d / stem):
+            if candidate.is_file():
+                found[key] = candidate
+                break
+        else:
+            return None
+    return found
+
+
+def _load_idx_dataset(name: str, root: Path) -> RawData:
+    dirs = _idx_candidates(name, root)
+    for d in dirs:
+        files = _find_idx(d)
+        if files:
+            return _cached(root, name, list(files.values()), lambda f=files, d=d: _decode_idx(name, f, d))
+    raw = _download_torchvision(name, root, dirs)
+    return raw
+
+
+def _decode_idx(name: str, files: dict[str, Path], where: Path) -> RawData:
+    arrays = {k: read_idx(p) for k, p in files.items()}
+    for split in ("train", "test"):
+        x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+            raise DataError(f"{where}: {split} images {x.shape} and labels {y.shape} do not match")
+    classes = FASHION_CLASSES if name == "fashion-mnist" else [str(i) for i in range(10)]
+    return RawData(
+        torch.from_numpy(arrays["train_x"].copy()).unsqueeze(1),
+        torch.from_numpy(arrays["train_y"].astype(np.int64)),
+        torch.from_numpy(arrays["test_x"].copy()).unsqueeze(1),
+        torch.from_numpy(arrays["test_y"].astype(np.int64)),
+        classes,
+        f"IDX files in {where}",
+    )
+
+
+# --- CIFAR-10/100: python pickle batches -----------------------------------------------------------
+
+CIFAR = {
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "batches.meta", b"labels", b"label_names"),
+    "cifar100": ("cifar-100-python", ["train"], ["test"], "meta", b"fine_labels", b"fine_label_names"),
+}
+
+
+def _load_cifar(name: str, root: Path) -> RawData:
+    folder = CIFAR[name][0]
+    dirs = [root / folder, root / name / folder, root / name]
+    for d in dirs:
+        files = [d / f for f in (*CIFAR[name][1], *CIFAR[name][2], CIFAR[name][3])]
+        if all(f.is_file() for f in files):
+            return _cached(root, name, files, lambda d=d: _decode_cifar(name, d))
+    return _download_torchvision(name, root, dirs)
+
+
+def _unpickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="bytes")
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as err:
+        raise DataError(f"{path}: cannot read CIFAR batch: {err}") from None
+
+
+def _decode_cifar(name: str, d: Path) -> RawData:
+    _, train_files, test_files, meta_file, label_key, names_key = CIFAR[name]
+
+    def read(files: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ys = [], []
+        for f in files:
+            batch = _unpickle(d / f)
+            if b"data" not in batch or label_key not in batch:
+                raise DataError(f"{d / f}: not a {name} batch (missing data or {label_key.decode()})")
+            xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(batch[label_key], dtype=np.int64))
+        return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
+
+    train_x, train_y = read(train_files)
+    test_x, test_y = read(test_files)
+    meta = _unpickle(d / meta_file)
+    classes = [c.decode() if isinstance(c, bytes) else str(c) for c in meta.get(names_key, [])]
+    return RawData(train_x, train_y, test_x, test_y, classes, f"CIFAR batches in {d}")
+
+
+# --- downloads (torchvision) ---------------------------------------------------------------------
+
+
+def _download_torchvision(name: str, root: Path, looked: list[Path]) -> RawData:
+    import torchvision.datasets as tvd
+
+    cls = {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}[name]
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        train = cls(root=str(root), train=True, download=True)
+        test = cls(root=str(root), train=False, download=True)
+    except Exception as err:  # URLError, RuntimeError (all mirrors failed), OSError
+        where = ", ".join(str(p) for p in looked)
+        how = {
+            "fashion-mnist": "apt-get install dataset-fashion-mnist, or put the four IDX .gz files in",
+            "mnist": "put the four original IDX .gz files in",
+            "cifar10": "put the extracted cifar-10-batches-py folder in",
+            "cifar100": "put the extracted cifar-100-python folder in",
+        }[name]
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(
+            f"{name}: not found (looked in {where}) and the download failed ({reason}); {how} {looked[0]} or set --data-dir"
+        ) from None
+
+    def tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.as_tensor(np.asarray(ds.data), dtype=torch.uint8)
+        x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
+        return x, torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
+
+    train_x, train_y = tensors(train)
+    test_x, test_y = tensors(test)
+    return RawData(train_x, train_y, test_x, test_y, list(train.classes), f"torchvision.datasets.{cls.__name__} in {root}")
+
+
+# --- ImageFolder ---------------------------------------------------------------------------------
+
+
+def _load_imagefolder(folder: Path, size: int, channels: int, root: Path) -> RawData:
+    if not folder.is_dir():
+        raise DataError(f"imagefolder: data.root {folder} is not a directory; point it at root/<class>/*.png")
+    split_dirs = (folder / "train", folder / "test")
+    has_split = all(d.is_dir() for d in split_dirs)
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise DataError(f"imagefolder: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}")
+    key = f"imagefolder-{hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:8]}-{size}-{channels}"
+    return _cached(root, key, files, lambda: _decode_imagefolder(folder, size, channels, has_split))
+
+
+def _decode_imagefolder(folder: Path, size: int, channels: int, has_split: bool) -> RawData:
+    import torchvision.datasets as tvd
+    from torchvision.transforms import v2
+
+    mode = "L" if channels == 1 else "RGB"
+    transform = v2.Compose([v2.Lambda(lambda im: im.convert(mode)), v2.PILToTensor(), v2.Resize((size, size), antialias=True)])
+
+    def decode(d: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        try:
+            ds = tvd.ImageFolder(str(d), transform=transform)
+        except (FileNotFoundError, OSError) as err:
+            raise DataError(f"imagefolder: {d}: {err}") from None
+        xs = []
+        for i in range(len(ds)):
+            try:
+                xs.append(ds[i][0])
+            except OSError as err:
+                raise DataError(f"imagefolder: cannot decode {ds.samples[i][0]}: {err}") from None
+        return torch.stack(xs), torch.tensor(ds.targets, dtype=torch.int64), ds.classes
+
+    if has_split:
+        train_x, train_y, classes = decode(folder / "train")
+        test_x, test_y, test_classes = decode(folder / "test")
+        if test_classes != classes:
+            raise DataError(f"imagefolder: {folder}/train and {folder}/test hold different classes")
+        return RawData(train_x, train_y, test_x, test_y, classes, f"ImageFolder {folder} (train/test)")
+    x, y, classes = decode(folder)
+    train, test = stratified_split(y, IMAGEFOLDER_TEST_FRACTION, DIGITS_TEST_SEED)
+    return RawData(x[train], y[train], x[test], y[test], classes, f"ImageFolder {folder} (fixed 20% test split)")

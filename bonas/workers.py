@@ -1,0 +1,380 @@
+"""Running trials: one worker's loop, and several local workers sharing one study.
+
+A worker repeats: reap stale trials (failed and requeued with their params), claim a trial under a
+study-wide lock so that all workers together finish exactly ``n_trials`` (COMPLETE + PRUNED), run
+it with a heartbeat, tell the result. Trials that end on their own terms are recorded, never fatal:
+pruned, diverged (NaN loss: PRUNED), out of memory (FAIL), failed by a peer while this worker was
+stalled (dropped). SIGTERM / Ctrl-C end the running trial as FAIL, requeue its params and exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import gc
+import hashlib
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import optuna
+import torch
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import TrialState
+
+from bonas.config import StudyConfig
+from bonas.data import Splits, load_splits
+from bonas.errors import BonasError, StudyError
+from bonas.objective import ATTR_REASON, Objective, TrialAbandoned
+from bonas.storage import BonasStorage
+from bonas.study import create_or_resume, mask_url, sqlite_path, storage_for
+from bonas.train import NonFiniteLoss, quiet_lightning, set_threads
+
+log = logging.getLogger("bonas")
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+ATTR_WORKER = "worker"  # user attr: which worker (host:pid) ran the trial
+ATTR_RETRY_OF = "retry_of"  # user attr: the number of the killed trial this one repeats
+EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT arrived while a trial was running (BaseException: nothing swallows it)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@dataclass
+class RunSummary:
+    finished: int = 0  # trials this run finished (COMPLETE + PRUNED)
+    failed: int = 0
+    dropped: int = 0  # trials a peer failed while this worker was stalled
+    reused: int = 0
+    interrupted: int | None = None  # the signal that stopped the run
+    stop_reason: str = ""
+    states: dict[str, int] = field(default_factory=dict)
+
+
+# --- budget: counting, locking, elapsed time --------------------------------------------------------
+
+
+@contextlib.contextmanager
+def study_lock(storage: BonasStorage, url: str, study_name: str, timeout: float = 600.0) -> Iterator[None]:
+    """A lock every worker of the study takes around claiming a trial (count + ask are one step).
+
+    SQLite: an flock on a file beside the database (one machine). PostgreSQL: an advisory lock.
+    MySQL/MariaDB: GET_LOCK. All are released by the server or kernel if the holder dies.
+    """
+    path = sqlite_path(url)
+    if path is not None:
+        with open(f"{path}.lock", "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+        return
+    import sqlalchemy
+
+    key = int.from_bytes(hashlib.sha256(f"bonas:{study_name}".encode()).digest()[:8], "big", signed=True)
+    dialect = storage.engine.dialect.name
+    with storage.engine.connect() as conn:
+        if dialect == "postgresql":
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            release = sqlalchemy.text("SELECT pg_advisory_unlock(:k)")
+        else:
+            got = conn.execute(sqlalchemy.text("SELECT GET_LOCK(:k, :t)"), {"k": f"bonas:{key:x}", "t": int(timeout)}).scalar()
+            if got != 1:
+                raise StudyError(f"could not take the study lock of {study_name!r} within {timeout:.0f}s")
+            release = sqlalchemy.text("SELECT RELEASE_LOCK(:k)")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                conn.execute(release, {"k": key if dialect == "postgresql" else f"bonas:{key:x}"})
+                conn.commit()
+
+
+def count_states(trials: list[optuna.trial.FrozenTrial]) -> dict[TrialState, int]:
+    counts = {s: 0 for s in TrialState}
+    for t in trials:
+        counts[t.state] += 1
+    return counts
+
+
+def study_elapsed(trials: list[optuna.trial.FrozenTrial], now: datetime | None = None) -> float:
+    """Seconds during which at least one trial ran: the study's own clock, across runs and workers."""
+    now = now or datetime.now()
+    spans = sorted(
+        (t.datetime_start, t.datetime_complete or now)
+        for t in trials
+        if t.datetime_start is not None and (t.datetime_complete is not None or t.state == TrialState.RUNNING)
+    )
+    total, end = 0.0, None
+    for start, stop in spans:
+        if end is None or start > end:
+            total += (stop - start).total_seconds()
+            end = stop
+        elif stop > end:
+            total += (stop - end).total_seconds()
+            end = stop
+    return total
+
+
+def budget_status(study: optuna.Study, n_trials: int, timeout: float) -> str | None:
+    """Why no new trial may start ('done: ...'), or None."""
+    trials = study.get_trials(deepcopy=False)
+    counts = count_states(trials)
+    finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
+    if finished >= n_trials:
+        return f"done: {finished} of {n_trials} trials finished"
+    if timeout and study_elapsed(trials) >= timeout:
+        return f"done: the study's timeout of {timeout:g}s is spent"
+    return None
+
+
+def claim_trial(study: optuna.Study, storage: BonasStorage, url: str, n_trials: int, timeout: float) -> optuna.Trial | str:
+    """A new or requeued trial, 'wait' when running trials fill the budget, or 'done: ...'."""
+    with study_lock(storage, url, study.study_name):
+        trials = study.get_trials(deepcopy=False)
+        counts = count_states(trials)
+        finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
+        if finished >= n_trials:
+            return f"done: {finished} of {n_trials} trials finished"
+        if timeout and study_elapsed(trials) >= timeout:
+            return f"done: the study's timeout of {timeout:g}s is spent"
+        if counts[TrialState.WAITING] == 0 and finished + counts[TrialState.RUNNING] >= n_trials:
+            return "wait"
+        trial = study.ask()
+        storage.record_heartbeat(trial._trial_id)  # inside the lock: no silent RUNNING trial
+        return trial
+
+
+# --- heartbeat -------------------------------------------------------------------------------------
+
+
+class Heartbeat:
+    """Records a trial's heartbeat every interval; survives database outages (logs, keeps trying)."""
+
+    def __init__(self, storage: BonasStorage, trial_id: int, interval: float):
+        self.storage, self.trial_id, self.interval = storage, trial_id, interval
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"heartbeat-{trial_id}", daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.interval):
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except Exception as err:  # the storage already retried for minutes: keep the thread alive
+                log.warning("heartbeat of trial id %s failed: %s", self.trial_id, type(err).__name__)
+
+    def __enter__(self) -> Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+
+
+# --- signals ---------------------------------------------------------------------------------------
+
+
+class SignalGuard:
+    """SIGTERM/SIGINT: raise Interrupted inside a trial; otherwise stop at the next step."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.in_trial = False
+        self.wake = threading.Event()
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        first = self.signum is None
+        self.signum = self.signum or signum
+        self.wake.set()
+        if self.in_trial and first:
+            self.in_trial = False
+            raise Interrupted(signum)
+
+    def __enter__(self) -> SignalGuard:
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGTERM, signal.SIGINT):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+# --- one worker ------------------------------------------------------------------------------------
+
+
+def release_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def worker_name(index: int) -> str:
+    return f"{os.uname().nodename}:{os.getpid()}:w{index}"
+
+
+class Worker:
+    def __init__(self, config: StudyConfig, url: str, splits: Splits, *, index: int = 0, seed: int | None = None, verbose: bool = False):
+        self.config = config
+        self.url = url
+        self.index = index
+        self.verbose = verbose
+        self.storage = storage_for(config, url)
+        self.study = create_or_resume(config, self.storage, url, splits.describe(), seed=seed)
+        self.objective = Objective(config, splits, verbose=verbose)
+        self.name = worker_name(index)
+
+    def run(self, n_trials: int, timeout: float, on_trial: Any = None, guard: SignalGuard | None = None) -> RunSummary:
+        guard = guard or SignalGuard()
+        summary = RunSummary()
+        failures_in_a_row = 0
+        interval = min(2.0, self.config.workers.heartbeat_interval)
+        with guard:
+            while guard.signum is None:
+                optuna.storages.fail_stale_trials(self.study)
+                claimed = claim_trial(self.study, self.storage, self.url, n_trials, timeout)
+                if claimed == "wait":  # peers' running trials fill the budget: wait, reap if they die
+                    guard.wake.wait(interval)
+                    continue
+                if isinstance(claimed, str):
+                    summary.stop_reason = claimed
+                    break
+                state = self.run_trial(claimed, guard, summary)
+                if on_trial is not None:
+                    on_trial(self.study)
+                if state == TrialState.FAIL:
+                    failures_in_a_row += 1
+                    if failures_in_a_row >= self.config.budget.max_failures:
+                        summary.stop_reason = f"stopped: {failures_in_a_row} trials failed in a row (budget.max_failures); see their end_reason"
+                        break
+                elif state in FINISHED:
+                    failures_in_a_row = 0
+        if guard.signum is not None:
+            summary.interrupted = guard.signum
+            summary.stop_reason = summary.stop_reason or f"interrupted by {signal.Signals(guard.signum).name}"
+        return summary
+
+    def run_trial(self, trial: optuna.Trial, guard: SignalGuard, summary: RunSummary) -> TrialState | None:
+        """Run and tell one claimed trial; returns its final state (None when dropped)."""
+        study = self.study
+        reason = ""
+        value: float | None = None
+        state = TrialState.FAIL
+        trial.set_user_attr(ATTR_WORKER, self.name)
+        retry_of = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(study._storage.get_trial(trial._trial_id))
+        if retry_of is not None:
+            trial.set_user_attr(ATTR_RETRY_OF, retry_of)
+        with Heartbeat(self.storage, trial._trial_id, self.config.workers.heartbeat_interval):
+            try:
+                guard.in_trial = guard.signum is None
+                if guard.signum is not None:
+                    raise Interrupted(guard.signum)
+                value = self.objective(trial)
+                state = TrialState.COMPLETE
+            except optuna.TrialPruned as err:
+                state, reason = TrialState.PRUNED, str(err) or "pruned"
+            except NonFiniteLoss as err:
+                state, reason = TrialState.PRUNED, f"diverged: {err}"
+            except torch.cuda.OutOfMemoryError as err:
+                state, reason = TrialState.FAIL, f"out of memory: {str(err).splitlines()[0] if str(err) else 'CUDA OOM'}"
+            except (TrialAbandoned, UpdateFinishedTrialError) as err:
+                log.warning("trial %d dropped: %s", trial.number, err)
+                summary.dropped += 1
+                release_memory()
+                return None
+            except (Interrupted, KeyboardInterrupt, SystemExit) as err:
+                # SystemExit: Lightning turns SIGTERM into SIGTERMException and Ctrl-C into sys.exit(1).
+                signum = getattr(err, "signum", None) or guard.signum or signal.SIGINT
+                guard.signum = guard.signum or signum
+                state, reason = TrialState.FAIL, f"interrupted by {signal.Signals(signum).name}"
+            except BonasError as err:
+                state, reason = TrialState.FAIL, f"error: {err}"
+            except Exception as err:  # a bug or a broken environment: record it, keep the study going
+                state, reason = TrialState.FAIL, f"error: {type(err).__name__}: {err}"
+                if self.verbose:
+                    traceback.print_exc()
+            finally:
+                guard.in_trial = False
+        release_memory()
+        if reason:
+            with contextlib.suppress(UpdateFinishedTrialError):
+                trial.set_user_attr(ATTR_REASON, reason)
+        try:
+            study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+        except UpdateFinishedTrialError as err:
+            log.warning("trial %d dropped: %s", trial.number, err)
+            summary.dropped += 1
+            return None
+        if state == TrialState.FAIL and reason.startswith("interrupted"):
+            requeue(study, trial, self.config.workers.max_retry)
+        if state in FINISHED:
+            summary.finished += 1
+        elif state == TrialState.FAIL:
+            summary.failed += 1
+        return state
+
+
+def requeue(study: optuna.Study, trial: optuna.Trial, max_retry: int) -> None:
+    """Put an interrupted trial's params back in the queue, as a killed worker's would be."""
+    frozen = study._storage.get_trial(trial._trial_id)
+    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)(study, frozen)
+
+
+def prepare_worker(config: StudyConfig, url: str, verbose: bool, n_workers: int = 1) -> Splits:
+    set_threads(n_workers)
+    quiet_lightning(verbose)
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
+    return load_splits(config.dataset, config.data, config.seed)
+
+
+# --- several local workers -------------------------------------------------------------------------
+
+
+def _worker_main(config: StudyConfig, url: str, index: int, n_workers: int, n_trials: int, timeout: float, verbose: bool) -> None:
+    """Entry point of a spawned worker process."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format=f"[w{index}] %(message)s")
+    try:
+        splits = prepare_worker(config, url, verbose, n_workers)
+        worker = Worker(config, url, splits, index=index, seed=config.seed + 1000 * index, verbose=verbose)
+        summary = worker.run(n_trials, timeout)
+    except BonasError as err:
+        print(f"bonas worker {index}: {err}", file=sys.stderr)
+        sys.exit(2)
+    if summary.interrupted:
+        sys.exit(EXIT_INTERRUPTED.get(summary.interrupted, 1))
+    sys.exit(1 if summary.stop_reason.startswith("stopped") else 0)
+
+
+def spawn_workers(config: StudyConfig, url: str, n_workers: int, n_trials: int, timeout: float, verbose: bool) -> list[multiprocessing.Process]:
+    """Start local worker processes (spawn: no database engine crosses a fork)."""
+    ctx = multiprocessing.get_context("spawn")
+    procs = []
+    for i in range(n_workers):
+        p = ctx.Process(target=_worker_main, args=(config, url, i, n_workers, n_trials, timeout, verbose), name=f"bonas-worker-{i}")
+        p.start()
+        procs.append(p)
+    return procs
+
+
+def describe_url(url: str) -> str:
+    path = sqlite_path(url)
+    return str(path) if path is not None else mask_url(url)
+
