@@ -6,8 +6,8 @@ Bad input of any kind prints one line (``bonas: <what>: <why>; <how to fix>``) a
 from __future__ import annotations
 
 import argparse
-import os
 import dataclasses
+import os
 import sys
 import time
 
@@ -57,8 +57,8 @@ def _load_for_run(args: argparse.Namespace):
 
 
 def check_writable(url: str) -> None:
-    """Fail before loading data when a SQLite database could not be created (nothing is written)."""
-    import os
+    """Fail before loading data when a SQLite database could not be created (nothing is left behind)."""
+    import tempfile
 
     from bonas.errors import StorageError
     from bonas.study import sqlite_path
@@ -67,14 +67,17 @@ def check_writable(url: str) -> None:
     if path is None:
         return
     if path.exists():
-        if not os.access(path, os.W_OK):
-            raise StorageError(f"{path}: study database is not writable; fix its permissions or choose another --storage")
+        if path.is_dir() or not os.access(path, os.W_OK):
+            raise StorageError(f"{path}: study database is not a writable file; fix its permissions or choose another --storage")
         return
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise StorageError(f"{parent}: directory is not writable, cannot create {path}; fix its permissions or choose another --storage")
+    try:  # the real test (permission bits do not stop root, read-only file systems do)
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as err:
+        raise StorageError(f"{parent}: directory is not writable ({err.strerror}), cannot create {path}; choose another --storage") from None
 
 
 # --- search / worker -------------------------------------------------------------------------------

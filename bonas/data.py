@@ -139,25 +139,39 @@ def load_raw(name: str, config: DataConfig) -> RawData:
 # --- splits -------------------------------------------------------------------------------------
 
 
+def _allocate(counts: list[int], total: int) -> list[int]:
+    """Split ``total`` over classes in proportion to ``counts`` (largest remainder: sums exactly)."""
+    n = sum(counts)
+    quotas = [c * total / n for c in counts]
+    alloc = [int(q) for q in quotas]
+    by_remainder = sorted(range(len(counts)), key=lambda i: (alloc[i] - quotas[i], i))
+    for i in by_remainder[: total - sum(alloc)]:
+        alloc[i] += 1
+    return [min(a, c) for a, c in zip(alloc, counts, strict=True)]
+
+
 def stratified_split(y: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices (keep, held_out): ``fraction`` of every class held out, seeded, sorted."""
-    g = torch.Generator().manual_seed(seed)
-    keep, held = [], []
-    for c in torch.unique(y):
-        idx = torch.nonzero(y == c).flatten()
-        idx = idx[torch.randperm(len(idx), generator=g)]
-        n_held = max(1, round(len(idx) * fraction)) if len(idx) > 1 else 0
-        held.append(idx[:n_held])
-        keep.append(idx[n_held:])
-    return torch.cat(keep).sort().values, torch.cat(held).sort().values
+    """Indices (keep, held_out): ``round(len(y) * fraction)`` held out, every class in proportion."""
+    return _stratified(y, round(len(y) * fraction), seed)
 
 
 def balanced_subset(y: torch.Tensor, n: int, seed: int) -> torch.Tensor:
-    """Indices of ``n`` samples with the class proportions of ``y`` (a seeded stratified draw)."""
+    """Indices of exactly ``n`` samples with the class proportions of ``y`` (seeded); all when n is 0."""
     if n <= 0 or n >= len(y):
         return torch.arange(len(y))
-    _, held = stratified_split(y, n / len(y), seed)
-    return held
+    return _stratified(y, n, seed)[1]
+
+
+def _stratified(y: torch.Tensor, n_held: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    classes = torch.unique(y)
+    members = [torch.nonzero(y == c).flatten() for c in classes]
+    keep, held = [], []
+    for idx, k in zip(members, _allocate([len(m) for m in members], n_held), strict=True):
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        held.append(idx[:k])
+        keep.append(idx[k:])
+    return torch.cat(keep).sort().values, torch.cat(held).sort().values
 
 
 def make_splits(name: str, raw: RawData, config: DataConfig, seed: int) -> Splits:

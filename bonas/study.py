@@ -23,7 +23,6 @@ from bonas.errors import ConfigError, StorageError, StudyError
 from bonas.storage import BonasStorage
 
 STUDIES_DIR = Path("studies")
-DIALECTS = {"sqlite": None, "postgresql": "psycopg2", "mysql": "pymysql"}
 SQLITE_BUSY_TIMEOUT_S = 60  # wait this long on a locked SQLite database before failing (see README)
 ATTR_CONFIG, ATTR_ENV, ATTR_DATA = "bonas:config", "bonas:environment", "bonas:data"
 
@@ -38,7 +37,9 @@ warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to b
 def find_config(study_or_config: str) -> Path:
     """A path to a .toml file, or the name of ``studies/<name>.toml``."""
     p = Path(study_or_config)
-    if p.suffix == ".toml" or p.is_file():
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a directory, expected a .toml study config or a study name")
+    if p.suffix == ".toml" or p.is_file() or "/" in study_or_config:
         if not p.is_file():
             raise ConfigError(f"{p}: no such config file")
         return p
@@ -69,11 +70,32 @@ def resolve_storage(config: StudyConfig, override: str | None = None) -> str:
     config_dir = Path(config.path).parent if config.path and not config.path.startswith("<") else Path(".")
     if not url:
         return f"sqlite:///{config_dir / (config.name + '.db')}"
-    url = expand_env(url, where)
+    url = normalize_url(expand_env(url, where))
     check_storage_url(url, where)
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and where == config.path:
         # A relative SQLite path in a config is relative to the config file, not the shell's cwd.
         return f"sqlite:///{config_dir / url[len('sqlite:///'):]}"
+    return url
+
+
+# A bare postgresql:// or mysql:// URL means SQLAlchemy's default driver; fall back to one that is installed.
+DRIVERS = {"postgresql": [("psycopg", "psycopg"), ("psycopg2", "psycopg2")], "mysql": [("mysqldb", "MySQLdb"), ("pymysql", "pymysql")]}
+DRIVER_MODULES = {name: module for options in DRIVERS.values() for name, module in options}
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def normalize_url(url: str) -> str:
+    """``postgresql://`` -> ``postgresql+psycopg2://`` when only psycopg2 is installed (likewise MySQL)."""
+    for backend, options in DRIVERS.items():
+        if url.startswith(f"{backend}://"):
+            for driver, module in options:
+                if _importable(module):
+                    return f"{backend}+{driver}://" + url[len(backend) + 3 :]
     return url
 
 
@@ -87,18 +109,16 @@ def check_storage_url(url: str, where: str = "storage") -> None:
     except (ArgumentError, ValueError) as err:
         raise StorageError(f"{where}: malformed storage URL {mask_url(url)!r} ({err}); e.g. sqlite:///studies/x.db or postgresql://user@host/db") from None
     backend = parsed.get_backend_name()
-    if backend not in DIALECTS:
+    if backend not in DRIVERS and backend != "sqlite":
         raise StorageError(f"{where}: unsupported storage {backend!r} in {mask_url(url)!r}; use sqlite, postgresql or mysql URLs")
     if backend == "sqlite":
         if not parsed.database or parsed.database == ":memory:":
             raise StorageError(f"{where}: SQLite storage needs a file path, e.g. sqlite:///studies/x.db")
         return
     driver = parsed.get_driver_name()
-    try:
-        parsed.get_dialect()
-        __import__({"psycopg2": "psycopg2", "pymysql": "pymysql", "mysqldb": "MySQLdb", "psycopg": "psycopg"}.get(driver, driver))
-    except Exception:
-        raise StorageError(f"{where}: the {backend} driver {driver!r} is not installed; pip install {DIALECTS[backend]}-binary" if backend == "postgresql" else f"{where}: the {backend} driver {driver!r} is not installed; use mysql+pymysql://") from None
+    if not _importable(DRIVER_MODULES.get(driver, driver)):
+        extra = "postgres" if backend == "postgresql" else "mysql"
+        raise StorageError(f"{where}: the {backend} driver {driver!r} is not installed; pip install 'bonas[{extra}]' or name an installed driver")
     if not parsed.host and not parsed.query.get("unix_socket") and not parsed.query.get("host"):
         raise StorageError(f"{where}: {mask_url(url)!r} names no host, e.g. postgresql://user@127.0.0.1:5432/db")
     if not parsed.database:

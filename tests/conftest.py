@@ -1,0 +1,107 @@
+"""Shared fixtures: everything shrunk (digits subsets, 1-2 epochs, tiny widths, CPU, no workers).
+
+System parts (PostgreSQL, MariaDB, chromium, Debian's Fashion-MNIST, network namespaces) may be missing
+on a user's machine: their tests skip with a reason there. In CI (CI=true, set by .ci/run) a missing
+part fails the test instead, so nothing is silently skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip (on a user's machine) or fail (in CI) when a system part is missing."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"required in CI: {reason}")
+    pytest.skip(reason)
+
+
+TINY = """
+name = "{name}"
+dataset = "digits"
+seed = {seed}
+
+[budget]
+n_trials = {n_trials}
+
+[sampler]
+name = "{sampler}"
+{sampler_extra}
+
+[pruner]
+name = "{pruner}"
+{pruner_extra}
+
+[training]
+max_epochs = {epochs}
+batch_sizes = [64]
+optimizers = ["adamw"]
+lr = [3e-3, 3e-2]
+weight_decay = [1e-5, 1e-3]
+
+[data]
+val_fraction = 0.2
+train_subset = {train_subset}
+val_subset = {val_subset}
+
+[space]
+n_blocks = [1, 2]
+convs_per_block = [1, 1]
+widths = [4, 8]
+kernel_sizes = [3]
+pooling = ["max", "none"]
+batch_norm = [true, false]
+dropout = [0.0, 0.0]
+heads = ["gap", "flatten"]
+dense_layers = [0, 1]
+dense_units = [8, 16]
+dense_dropout = [0.0, 0.0]
+{extra}
+"""
+
+
+def tiny_config_text(**kw) -> str:
+    values = dict(
+        name="tiny",
+        seed=0,
+        n_trials=3,
+        sampler="tpe",
+        sampler_extra="n_startup_trials = 2",
+        pruner="median",
+        pruner_extra="n_startup_trials = 2\nn_warmup_steps = 0",
+        epochs=2,
+        train_subset=300,
+        val_subset=100,
+        extra="",
+    )
+    values.update(kw)
+    return textwrap.dedent(TINY.format(**values))
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    """Write a tiny digits study config into tmp_path; returns its path (storage: beside it)."""
+
+    def make(name: str = "tiny", **kw) -> Path:
+        path = tmp_path / f"{name}.toml"
+        path.write_text(tiny_config_text(name=name, **kw))
+        return path
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path_factory, monkeypatch):
+    """Data caches in a per-session folder; no storage override leaking in from the shell."""
+    monkeypatch.setenv("BONAS_DATA_DIR", str(tmp_path_factory.getbasetemp() / "data"))
+    monkeypatch.delenv("BONAS_STORAGE", raising=False)

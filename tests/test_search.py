@@ -1,0 +1,145 @@
+"""End to end: tiny searches on a digits subset into SQLite, read back, resumed, pruned."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from bonas.cli import main
+from bonas.config import load_config
+from bonas.study import ATTR_CONFIG, ATTR_DATA, ATTR_ENV, open_existing, resolve_storage
+from bonas.workers import Worker, prepare_worker
+
+
+def study_of(config_path):
+    study, _ = open_existing(str(config_path))
+    return study
+
+
+def test_search_writes_a_study_optuna_can_read(tiny_config, capsys):
+    path = tiny_config(n_trials=3)
+    assert main(["search", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "done: 3 of 3 trials finished" in out and "rank trial state" in out and "optuna-dashboard sqlite:///" in out
+
+    db = path.with_suffix(".db")
+    assert db.exists(), "the default storage is SQLite beside the config"
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "optuna"), "trials", "--study-name", "tiny", "--storage", f"sqlite:///{db}", "-f", "json"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [r["number"] for r in rows] == [0, 1, 2]
+    assert all(r["state"] in ("COMPLETE", "PRUNED") for r in rows)
+    for r in rows:
+        attrs = r["user_attrs"]
+        assert {"arch", "arch_line", "params", "flops", "epochs", "train_seconds", "seed", "train"} <= set(attrs)
+        assert attrs["params"] > 0 and attrs["flops"] > 0 and 1 <= attrs["epochs"] <= 2
+
+    study = study_of(path)
+    assert study.user_attrs[ATTR_CONFIG]["name"] == "tiny"
+    assert study.user_attrs[ATTR_ENV]["packages"]["torch"]
+    assert study.user_attrs[ATTR_DATA]["input_shape"] == [1, 8, 8]
+    assert study.user_attrs[ATTR_DATA]["n_train"] == 300
+
+    assert main(["show", str(path), "0"]) == 0
+    shown = capsys.readouterr().out
+    assert "classifier" in shown and "total" in shown
+    assert main(["best", str(path)]) == 0 and "best trial" in capsys.readouterr().out
+    assert main(["trials", str(path)]) == 0 and "3 trials" in capsys.readouterr().out
+
+
+def test_resume_adds_trials_up_to_the_budget_never_more(tiny_config, capsys):
+    path = tiny_config(n_trials=2)
+    assert main(["search", str(path)]) == 0
+    assert main(["search", str(path), "--n-trials", "4"]) == 0
+    study = study_of(path)
+    assert [t.number for t in study.trials] == [0, 1, 2, 3]
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
+    capsys.readouterr()
+    assert main(["search", str(path), "--n-trials", "4"]) == 0
+    assert "is finished" in capsys.readouterr().out
+    assert len(study_of(path).trials) == 4
+
+
+def test_timeout_is_the_studys_total(tiny_config, capsys):
+    path = tiny_config(n_trials=50)
+    assert main(["search", str(path), "--timeout", "0.5"]) == 0
+    first = len(study_of(path).trials)
+    assert 1 <= first < 50
+    assert "timeout" in capsys.readouterr().out
+    assert main(["search", str(path), "--timeout", "0.5"]) == 0
+    assert "is finished" in capsys.readouterr().out
+    assert len(study_of(path).trials) == first
+
+
+@pytest.mark.filterwarnings("ignore:Fixed parameter lr")
+def test_forced_pruning_really_prunes(tiny_config):
+    """One good trial, then trials that cannot learn (lr 1e-7): the median pruner must stop them at epoch 0."""
+    path = tiny_config(n_trials=4, epochs=3, pruner_extra="n_startup_trials = 1\nn_warmup_steps = 0")
+    config = load_config(path)
+    url = resolve_storage(config)
+    splits = prepare_worker(config, url, verbose=False)
+    worker = Worker(config, url, splits)
+    good = {"n_blocks": 1, "b0_width": 8, "b0_pool": "max", "b0_bn": True, "head": "flatten", "n_dense": 0, "lr": 0.02, "weight_decay": 1e-5}
+    worker.study.enqueue_trial(good)
+    for _ in range(3):  # out of the configured lr range on purpose: Optuna warns and uses it
+        worker.study.enqueue_trial({**good, "lr": 1e-7})
+    summary = worker.run(n_trials=4, timeout=0)
+    trials = worker.study.trials
+    assert trials[0].state == TrialState.COMPLETE
+    assert summary.finished == 4
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert pruned, [(t.state, t.intermediate_values) for t in trials]
+    for t in pruned:
+        assert t.user_attrs["epochs"] < 3
+        assert "pruned at epoch" in t.user_attrs["end_reason"]
+
+
+def test_changed_space_refuses_to_resume(tiny_config, capsys):
+    path = tiny_config(n_trials=1)
+    assert main(["search", str(path)]) == 0
+    path.write_text(path.read_text().replace("widths = [4, 8]", "widths = [4, 16]"))
+    capsys.readouterr()
+    assert main(["search", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "different space" in err and "space.widths: was [4, 8], now [4, 16]" in err
+
+
+def test_reading_a_study_that_does_not_exist(tiny_config, capsys):
+    path = tiny_config()
+    assert main(["trials", str(path)]) == 2
+    assert "has no database yet" in capsys.readouterr().err
+    assert not path.with_suffix(".db").exists()
+    assert main(["search", str(path), "--n-trials", "1"]) == 0
+    assert main(["show", str(path), "7"]) == 2
+    assert "has no trial 7" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sampler, extra", [("random", ""), ("gp", "n_startup_trials = 1"), ("nsga2", "population_size = 2")])
+def test_other_samplers_run(tiny_config, sampler, extra):
+    path = tiny_config(n_trials=2, sampler=sampler, sampler_extra=extra, pruner="none", pruner_extra="", epochs=1)
+    assert main(["search", str(path)]) == 0
+    assert len(study_of(path).trials) == 2
+
+
+@pytest.mark.parametrize("pruner", ["successive-halving", "hyperband"])
+def test_other_pruners_run(tiny_config, pruner):
+    path = tiny_config(n_trials=3, pruner=pruner, pruner_extra="min_resource = 1\nreduction_factor = 2")
+    assert main(["search", str(path)]) == 0
+    assert {t.state for t in study_of(path).trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
+
+
+def test_optuna_is_the_source_of_truth(tiny_config):
+    """A study made by bonas is a plain Optuna study: load_study works without bonas' help."""
+    path = tiny_config(n_trials=2)
+    assert main(["search", str(path)]) == 0
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{path.with_suffix('.db')}")
+    assert len(study.trials) == 2 and study.metric_names == ["val_acc"]
