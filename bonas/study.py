@@ -289,6 +289,9 @@ def check_resumable(config: StudyConfig, study: optuna.Study, url: str) -> None:
     if previous is None:
         raise StudyError(f"study {config.name!r} in {mask_url(url)} was not made by bonas (no stored config); pick another name")
     now = config.to_dict()
+    # Where the data files live does not change which data set the trials saw.
+    previous = {**previous, "data": {k: v for k, v in previous.get("data", {}).items() if k != "dir"}}
+    now["data"].pop("dir")
     changed = [k for k in COMPARABLE_SECTIONS if previous.get(k) != now.get(k)]
     if changed:
         detail = _first_difference(previous, now, changed[0])

@@ -1,0 +1,321 @@
+"""Data loaders on small files written in the real on-disk formats; splits, statistics, augmentation."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bonas.cli import main
+from bonas.config import DataConfig
+from bonas.data import (
+    DEBIAN_FASHION_MNIST,
+    Batches,
+    Preprocess,
+    balanced_subset,
+    channel_stats,
+    load_raw,
+    load_splits,
+    random_crop,
+    read_idx,
+    stratified_split,
+)
+from bonas.errors import DataError
+from tests.conftest import require, tiny_config_text
+
+RNG = np.random.default_rng(0)
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> None:
+    """The IDX format of the original (Fashion-)MNIST files: magic 0x0000 08 <ndim>, big-endian dims, bytes."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(data) if compress else data)
+
+
+def make_idx_dir(folder: Path, n_train: int = 60, n_test: int = 20, compress: bool = True) -> dict[str, np.ndarray]:
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "train-images-idx3-ubyte": RNG.integers(0, 256, (n_train, 28, 28)),
+        "train-labels-idx1-ubyte": np.arange(n_train) % 10,
+        "t10k-images-idx3-ubyte": RNG.integers(0, 256, (n_test, 28, 28)),
+        "t10k-labels-idx1-ubyte": np.arange(n_test) % 10,
+    }
+    for name, array in arrays.items():
+        write_idx(folder / (name + (".gz" if compress else "")), array, compress)
+    return arrays
+
+
+def make_cifar_dir(folder: Path, hundred: bool = False, per_batch: int = 20) -> None:
+    """CIFAR's python version: pickled dicts with b'data' (N x 3072 uint8, RGB planes) and labels."""
+    folder.mkdir(parents=True)
+    label_key = b"fine_labels" if hundred else b"labels"
+    n_classes = 100 if hundred else 10
+
+    def batch(n: int) -> dict:
+        return {b"data": RNG.integers(0, 256, (n, 3072)).astype(np.uint8), label_key: [i % n_classes for i in range(n)]}
+
+    train_files = ["train"] if hundred else [f"data_batch_{i}" for i in range(1, 6)]
+    for f in train_files:
+        (folder / f).write_bytes(pickle.dumps(batch(per_batch * (5 if hundred else 1))))
+    (folder / "test").write_bytes(pickle.dumps(batch(per_batch))) if hundred else (folder / "test_batch").write_bytes(pickle.dumps(batch(per_batch)))
+    meta = {b"fine_label_names": [f"c{i}".encode() for i in range(100)]} if hundred else {b"label_names": [f"c{i}".encode() for i in range(10)]}
+    (folder / ("meta" if hundred else "batches.meta")).write_bytes(pickle.dumps(meta))
+
+
+def cfg(tmp_path: Path, **kw) -> DataConfig:
+    return DataConfig(dir=str(tmp_path / "data"), **kw)
+
+
+# --- loaders --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("compress", [True, False], ids=["gz", "raw"])
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
+def test_idx_loader(tmp_path, name, compress):
+    arrays = make_idx_dir(tmp_path / "data" / name, compress=compress)
+    raw = load_raw(name, cfg(tmp_path))
+    assert raw.train_x.shape == (60, 1, 28, 28) and raw.train_x.dtype == torch.uint8
+    assert torch.equal(raw.train_x[:, 0], torch.from_numpy(arrays["train-images-idx3-ubyte"].astype(np.uint8)))
+    assert raw.test_y.tolist() == (np.arange(20) % 10).tolist()
+    assert len(raw.classes) == 10 and (raw.classes[0] == "T-shirt/top") == (name == "fashion-mnist")
+
+
+def test_idx_in_torchvision_layout_is_found(tmp_path):
+    make_idx_dir(tmp_path / "data" / "FashionMNIST" / "raw")
+    assert load_raw("fashion-mnist", cfg(tmp_path)).train_x.shape[0] == 60
+
+
+def test_corrupt_idx_is_a_clear_error(tmp_path):
+    folder = tmp_path / "data" / "mnist"
+    make_idx_dir(folder)
+    (folder / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x03" + struct.pack(">III", 60, 28, 28) + b"short"))
+    with pytest.raises(DataError, match="IDX header says"):
+        load_raw("mnist", cfg(tmp_path))
+    with pytest.raises(DataError, match="bad magic"):
+        (folder / "x.gz").write_bytes(gzip.compress(b"\x12\x34\x56\x78"))
+        read_idx(folder / "x.gz")
+
+
+@pytest.mark.parametrize("hundred", [False, True], ids=["cifar10", "cifar100"])
+def test_cifar_loader(tmp_path, hundred):
+    name = "cifar100" if hundred else "cifar10"
+    make_cifar_dir(tmp_path / "data" / ("cifar-100-python" if hundred else "cifar-10-batches-py"), hundred)
+    raw = load_raw(name, cfg(tmp_path))
+    assert raw.train_x.shape == (100, 3, 32, 32) and raw.test_x.shape == (20, 3, 32, 32)
+    assert raw.train_x.dtype == torch.uint8 and raw.train_y.dtype == torch.int64
+    assert len(raw.classes) == (100 if hundred else 10) and raw.classes[3] == "c3"
+
+
+def test_cifar_pixel_layout_is_channel_planes(tmp_path):
+    folder = tmp_path / "data" / "cifar-10-batches-py"
+    make_cifar_dir(folder)
+    first = pickle.loads((folder / "data_batch_1").read_bytes())[b"data"][0]
+    raw = load_raw("cifar10", cfg(tmp_path))
+    # 1024 red values, then green, then blue, each row-major 32x32
+    assert raw.train_x[0, 1, 0, 5].item() == first[1024 + 5]
+    assert raw.train_x[0, 2, 3, 0].item() == first[2048 + 3 * 32]
+
+
+def make_image_tree(root: Path, classes=("cat", "dog", "owl"), per_class: int = 6, size: int = 12) -> None:
+    from PIL import Image
+
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = RNG.integers(0, 256, (size, size + 4, 3)).astype(np.uint8)
+            Image.fromarray(pixels).save(root / c / f"{i}.{'png' if i % 2 else 'jpg'}")
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_imagefolder_loader(tmp_path, channels):
+    make_image_tree(tmp_path / "imgs")
+    raw = load_raw("imagefolder", cfg(tmp_path, root=str(tmp_path / "imgs"), image_size=8, channels=channels))
+    assert raw.classes == ["cat", "dog", "owl"]
+    assert raw.train_x.shape[1:] == (channels, 8, 8) and raw.train_x.dtype == torch.uint8
+    assert len(raw.train_y) + len(raw.test_y) == 18
+    assert len(raw.test_y) == 4 and set(raw.test_y.tolist()) == {0, 1, 2}, "a fixed, stratified 20% test split"
+
+
+def test_imagefolder_with_train_and_test_folders(tmp_path):
+    make_image_tree(tmp_path / "imgs" / "train", per_class=4)
+    make_image_tree(tmp_path / "imgs" / "test", per_class=2)
+    raw = load_raw("imagefolder", cfg(tmp_path, root=str(tmp_path / "imgs"), image_size=8, channels=3))
+    assert (len(raw.train_y), len(raw.test_y)) == (12, 6)
+
+
+def test_imagefolder_errors(tmp_path):
+    with pytest.raises(DataError, match="is not a directory"):
+        load_raw("imagefolder", cfg(tmp_path, root=str(tmp_path / "nope")))
+    (tmp_path / "empty" / "a").mkdir(parents=True)
+    with pytest.raises(DataError, match="no images"):
+        load_raw("imagefolder", cfg(tmp_path, root=str(tmp_path / "empty")))
+    make_image_tree(tmp_path / "bad")
+    (tmp_path / "bad" / "cat" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="cannot decode"):
+        load_raw("imagefolder", cfg(tmp_path, root=str(tmp_path / "bad")))
+
+
+def test_decoded_tensors_are_cached(tmp_path, monkeypatch):
+    make_idx_dir(tmp_path / "data" / "mnist")
+    first = load_raw("mnist", cfg(tmp_path))
+    cached = list((tmp_path / "data" / "cache").glob("mnist-*.pt"))
+    assert len(cached) == 1
+    import bonas.data
+
+    def no_decoding(*a, **k):
+        raise AssertionError("decoded again despite the cache")
+
+    monkeypatch.setattr(bonas.data, "_decode_idx", no_decoding)
+    second = load_raw("mnist", cfg(tmp_path))
+    assert torch.equal(first.train_x, second.train_x)
+
+
+def test_changed_source_files_invalidate_the_cache(tmp_path):
+    folder = tmp_path / "data" / "mnist"
+    make_idx_dir(folder, n_train=60)
+    assert load_raw("mnist", cfg(tmp_path)).train_x.shape[0] == 60
+    make_idx_dir(folder, n_train=40)
+    assert load_raw("mnist", cfg(tmp_path)).train_x.shape[0] == 40
+
+
+def test_debian_fashion_mnist_is_found():
+    require(DEBIAN_FASHION_MNIST.is_dir(), "Debian's dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)")
+    raw = load_raw("fashion-mnist", DataConfig(dir="/nonexistent-bonas-dir"))
+    assert raw.train_x.shape == (60000, 1, 28, 28) and raw.test_x.shape == (10000, 1, 28, 28)
+    assert str(DEBIAN_FASHION_MNIST) in raw.source
+    assert torch.bincount(raw.train_y).tolist() == [6000] * 10
+
+
+def test_missing_data_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
+    """No files and no reachable mirror: one line naming the data set, where it looked and how to get it."""
+    import torchvision.datasets as tvd
+
+    monkeypatch.setattr(tvd.MNIST, "mirrors", ["http://127.0.0.1:9/"])  # a real, closed port: the download fails
+    path = tmp_path / "m.toml"
+    path.write_text(tiny_config_text(name="m").replace('dataset = "digits"', 'dataset = "mnist"'))
+    code = main(["search", str(path), "--data-dir", str(tmp_path / "nodata")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err, err
+    assert err.startswith("bonas: mnist: not found") and str(tmp_path / "nodata") in err and "download failed" in err
+    assert not path.with_suffix(".db").exists(), "no study is created when the data is missing"
+
+
+# --- splits, statistics, batches, augmentation ------------------------------------------------------
+
+
+def test_splits_are_disjoint_stratified_and_seeded(tmp_path):
+    y = torch.arange(1000) % 10
+    keep, held = stratified_split(y, 0.2, seed=1)
+    assert len(held) == 200 and len(keep) == 800 and not set(keep.tolist()) & set(held.tolist())
+    assert torch.bincount(y[held]).tolist() == [20] * 10
+    again_keep, again_held = stratified_split(y, 0.2, seed=1)
+    assert torch.equal(held, again_held) and torch.equal(keep, again_keep)
+    assert not torch.equal(held, stratified_split(y, 0.2, seed=2)[1])
+
+
+def test_subsets_are_exact_and_class_balanced():
+    y = torch.cat([torch.zeros(700), torch.ones(300)]).long()
+    sub = balanced_subset(y, 101, seed=0)
+    assert len(sub) == 101 and torch.bincount(y[sub]).tolist() == [71, 30]
+    assert len(balanced_subset(y, 0, seed=0)) == 1000
+
+
+def test_load_splits_digits(tmp_path):
+    s = load_splits("digits", cfg(tmp_path, val_fraction=0.25, train_subset=500, val_subset=200), seed=0)
+    assert (len(s.train_y), len(s.val_y)) == (500, 200)
+    assert s.input_shape == (1, 8, 8) and s.n_classes == 10
+    s2 = load_splits("digits", cfg(tmp_path, val_fraction=0.25, train_subset=500, val_subset=200), seed=0)
+    assert torch.equal(s.val_x, s2.val_x), "the same seed gives the same split"
+    # the test split never changes with the study's seed
+    s3 = load_splits("digits", cfg(tmp_path), seed=7)
+    assert torch.equal(s.test_x, s3.test_x)
+
+
+def test_splits_disjoint_by_index(tmp_path):
+    make_idx_dir(tmp_path / "data" / "mnist", n_train=200)
+    raw = load_raw("mnist", cfg(tmp_path))
+    # give every training image a unique id in its first pixels, then check membership
+    raw.train_x[:, 0, 0, 0] = torch.arange(200) % 256
+    raw.train_x[:, 0, 0, 1] = torch.arange(200) // 256
+    from bonas.data import make_splits
+
+    s = make_splits("mnist", raw, cfg(tmp_path, val_fraction=0.3), seed=3)
+    ids = lambda x: set((x[:, 0, 0, 0].long() + 256 * x[:, 0, 0, 1].long()).tolist())  # noqa: E731
+    assert len(ids(s.train_x)) == 140 and len(ids(s.val_x)) == 60 and not ids(s.train_x) & ids(s.val_x)
+
+
+def test_normalisation_uses_the_training_split_only(tmp_path):
+    make_idx_dir(tmp_path / "data" / "mnist", n_train=100)
+    raw = load_raw("mnist", cfg(tmp_path))
+    raw.test_x[:] = 255  # a test split that would shift any statistic it leaked into
+    from bonas.data import make_splits
+
+    s = make_splits("mnist", raw, cfg(tmp_path, val_fraction=0.2), seed=0)
+    mean, std = channel_stats(s.train_x)
+    assert s.mean == mean and s.std == std
+    expected = s.train_x.double().div(255).mean().item()
+    assert abs(s.mean[0] - expected) < 1e-9
+    x = Preprocess(s.mean, s.std)(s.train_x)
+    assert abs(x.mean().item()) < 1e-4 and abs(x.std().item() - 1) < 1e-2
+
+
+def test_batches_are_index_slices_covering_every_sample_once():
+    x = torch.arange(103).view(103, 1, 1, 1).to(torch.uint8)
+    y = torch.arange(103)
+    seen = []
+    for xb, yb in Batches(x, y, 10, shuffle=True, seed=0):
+        assert xb.dtype == torch.uint8 and len(xb) == len(yb) <= 10
+        assert torch.equal(xb.flatten().long(), yb)
+        seen += yb.tolist()
+    assert sorted(seen) == list(range(103)) and seen != list(range(103))
+    assert len(Batches(x, y, 10, shuffle=False)) == 11
+    first = [yb.tolist() for _, yb in Batches(x, y, 10, shuffle=True, seed=5)]
+    assert first == [yb.tolist() for _, yb in Batches(x, y, 10, shuffle=True, seed=5)]
+
+
+def test_augmentation_keeps_shapes_and_dtypes_and_moves_pixels():
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    out = random_crop(x, 4)
+    assert out.shape == x.shape and out.dtype == torch.uint8
+    assert not torch.equal(out, x), "some images shifted"
+    # a shifted image is the original moved: its centre survives somewhere
+    pre = Preprocess((0.5, 0.5, 0.5), (0.25, 0.25, 0.25), crop_pad=4, flip=True)
+    aug = pre(x, augment=True)
+    assert aug.shape == x.shape and aug.dtype == torch.float32
+    plain = pre(x, augment=False)
+    assert torch.allclose(plain, (x.float() / 255 - 0.5) / 0.25)
+    # flips only: every image is itself or its mirror
+    flip_only = Preprocess((0.0,) * 3, (1.0,) * 3, crop_pad=0, flip=True)(x, augment=True) * 255
+    mirrored = (flip_only.round() == x.flip(3).float()).flatten(1).all(1)
+    same = (flip_only.round() == x.float()).flatten(1).all(1)
+    assert bool((mirrored | same).all()) and mirrored.any() and same.any()
+
+
+def test_crop_is_a_translation():
+    x = torch.zeros(1, 1, 8, 8, dtype=torch.uint8)
+    x[0, 0, 4, 4] = 200
+    outs = {tuple(torch.nonzero(random_crop(x, 2)[0, 0]).flatten().tolist()) for _ in range(200)}
+    assert len(outs) > 5
+    for pos in outs:
+        if pos:
+            assert abs(pos[0] - 4) <= 2 and abs(pos[1] - 4) <= 2
+
+
+def test_augment_search_is_a_trial_parameter(tiny_config):
+    import optuna
+
+    from bonas.config import load_config
+    from bonas.space import suggest_training
+
+    path = tiny_config()
+    path.write_text(path.read_text().replace("[data]\n", '[data]\naugment = "search"\n'))
+    config = load_config(path)
+    trial = optuna.trial.FixedTrial({"lr": 0.01, "weight_decay": 1e-4, "augment": True})
+    assert suggest_training(trial, config.training, config.data).augment is True
