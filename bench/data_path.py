@@ -75,7 +75,7 @@ def main() -> None:
     pre = Preprocess(mean, std, splits.crop_pad or 2, splits.flip)
 
     def bonas_epoch(augment: bool) -> None:
-        for x, y in Batches(splits.train_x, splits.train_y, args.batch, shuffle=True):
+        for x, _ in Batches(splits.train_x, splits.train_y, args.batch, shuffle=True):
             pre(x, augment=augment)
 
     plain_tf = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])

@@ -104,7 +104,7 @@ def bonas_trial(worker: Worker) -> float:
     from bonas.workers import RunSummary, SignalGuard, claim_trial
 
     start = time.perf_counter()
-    trial = claim_trial(worker.study, worker.storage, worker.url, n_trials=10**6, timeout=0)
+    trial = claim_trial(worker.study, worker.storage, worker.lock, n_trials=10**6, timeout=0)
     worker.run_trial(trial, SignalGuard(), RunSummary())
     return time.perf_counter() - start
 

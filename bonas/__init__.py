@@ -5,7 +5,7 @@ the stable API; everything else lives in modules named for what they do.
 """
 
 from bonas.config import StudyConfig, load_config, parse_config
-from bonas.errors import BonasError, ConfigError, DataError, StorageError, StudyError
+from bonas.errors import BonasError, ConfigError, DataError, StorageError, StudyError, UsageError
 from bonas.model import build_model, count_flops, count_params
 from bonas.spec import ArchSpec, BlockSpec, TrainSpec
 
@@ -21,6 +21,7 @@ __all__ = [
     "StudyConfig",
     "StudyError",
     "TrainSpec",
+    "UsageError",
     "build_model",
     "count_flops",
     "count_params",

@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from bonas.errors import EXIT_USAGE, BonasError, StudyError
+from bonas.errors import EXIT_USAGE, BonasError, StudyError, UsageError
 
 
 def _positive_int(text: str) -> int:
@@ -99,7 +99,7 @@ class Search:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from bonas.report import Progress, describe_best, leaderboard, state_counts
+        from bonas.leaderboard import Progress, describe_best, leaderboard, state_counts
         from bonas.workers import EXIT_INTERRUPTED, Worker, budget_status, describe_url, prepare_worker
 
         config, url = _load_for_run(args)
@@ -138,7 +138,7 @@ class Search:
 
 
 def _search_parallel(config, url: str, splits, args: argparse.Namespace) -> int:
-    from bonas.report import Progress, describe_best, leaderboard
+    from bonas.leaderboard import Progress, describe_best, leaderboard
     from bonas.study import create_or_resume, storage_for
     from bonas.workers import budget_status, spawn_workers
 
@@ -150,15 +150,19 @@ def _search_parallel(config, url: str, splits, args: argparse.Namespace) -> int:
         print(f"study {config.name!r} is finished ({done.removeprefix('done: ')}); raise budget.n_trials or pass --n-trials to add more")
     else:
         print(f"study {config.name!r}: {args.workers} workers, budget {n_trials} trials", flush=True)
+        import signal
+
         procs = spawn_workers(config, url, args.workers, n_trials, timeout, args.verbose)
+        # SIGTERM to the launcher reaches every worker: each ends its trial as FAIL, requeues it, exits.
+        signal.signal(signal.SIGTERM, lambda *_: [p.terminate() for p in procs if p.is_alive()])
         progress = Progress(config.name, n_trials)
         try:
             while any(p.is_alive() for p in procs):
                 progress.update(study)
                 time.sleep(1.0)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # Ctrl-C reached the workers too (one process group): let them finish up
             for p in procs:
-                p.join(timeout=60)
+                p.join(timeout=120)
         progress.update(study)
         progress.close()
         codes = [p.exitcode for p in procs]
@@ -198,7 +202,7 @@ class WorkerCmd:
         import os
         import zlib
 
-        from bonas.report import Progress
+        from bonas.leaderboard import Progress
         from bonas.workers import EXIT_INTERRUPTED, Worker, prepare_worker
 
         config, url = _load_for_run(args)
@@ -230,10 +234,10 @@ class Best:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from bonas.report import describe_best
+        from bonas.leaderboard import describe_best
         from bonas.study import open_existing
 
-        study, _ = open_existing(args.study, args.storage)
+        study = open_existing(args.study, args.storage).study
         print(describe_best(study))
         return 0
 
@@ -249,10 +253,10 @@ class Trials:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from bonas.report import leaderboard, state_counts
+        from bonas.leaderboard import leaderboard, state_counts
         from bonas.study import open_existing
 
-        study, _ = open_existing(args.study, args.storage)
+        study = open_existing(args.study, args.storage).study
         print(leaderboard(study, top=args.top or None))
         print(f"\n{len(study.trials)} trials: {state_counts(study)}")
         return 0
@@ -269,13 +273,14 @@ class Show:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
+        from bonas.leaderboard import val_acc
         from bonas.model import build_model, format_summary, summarize
-        from bonas.report import val_acc
         from bonas.space import specs_from_params
         from bonas.spec import ArchSpec
         from bonas.study import ATTR_DATA, open_existing
 
-        study, config = open_existing(args.study, args.storage)
+        opened = open_existing(args.study, args.storage)
+        study, config = opened.study, opened.config
         trials = study.get_trials(deepcopy=False)
         if not 0 <= args.trial < len(trials):
             raise StudyError(f"study {study.study_name!r} has no trial {args.trial} (trials 0..{len(trials) - 1})")
@@ -302,12 +307,100 @@ class Show:
         return 0
 
 
+class Dashboard:
+    help = "browse a study in optuna-dashboard (notes, artifacts), on 127.0.0.1 by default"
+
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("study", help="a study config (.toml) or the name of studies/<name>.toml")
+        p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+        p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+        p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host (the dashboard has no authentication)")
+        _add_storage(p)
+        p.add_argument("-q", "--quiet", action="store_true", help="no request log")
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        from optuna.artifacts import FileSystemArtifactStore
+
+        from bonas.artifacts import artifact_dir
+        from bonas.dashboard import is_loopback, serve
+        from bonas.study import open_existing
+
+        if not is_loopback(args.host) and not args.allow_remote:
+            raise UsageError(f"--host {args.host} would expose the dashboard, which has no authentication, beyond this machine; "
+                             "add --allow-remote if you mean it (or tunnel: ssh -L 8080:127.0.0.1:8080 host)")
+        opened = open_existing(args.study, args.storage)
+        folder = artifact_dir(opened.config, opened.url)
+        folder.mkdir(parents=True, exist_ok=True)
+        if not is_loopback(args.host):
+            print(f"bonas: warning: serving on {args.host}: anyone who can reach this port can read and change the study (no authentication)", file=sys.stderr)
+        print(f"optuna-dashboard for study {opened.study.study_name!r}: http://{args.host}:{args.port}/dashboard/ (artifacts: {folder}); Ctrl-C stops it", flush=True)
+        try:
+            serve(opened.study._storage, FileSystemArtifactStore(str(folder)), args.host, args.port, quiet=args.quiet)
+        except OSError as err:
+            raise UsageError(f"cannot listen on {args.host}:{args.port}: {err.strerror}; choose another --port") from None
+        except KeyboardInterrupt:
+            pass
+        return 0
+
+
+class Report:
+    help = "write reports/<study>/index.html, PNG figures and trials.csv"
+
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("study", help="a study config (.toml) or the name of studies/<name>.toml")
+        p.add_argument("--out", help="output folder (default reports/<study>)")
+        _add_storage(p)
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        from pathlib import Path
+
+        from bonas.report import write_report
+        from bonas.study import open_existing
+
+        study = open_existing(args.study, args.storage).study
+        index = write_report(study, Path(args.out or f"reports/{study.study_name}"))
+        print(f"report: {index}  (figures and trials.csv beside it)")
+        return 0
+
+
+class Compare:
+    help = "overlay the best-so-far curves of several studies (e.g. TPE against random search)"
+
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("studies", nargs="+", help="study configs or names")
+        p.add_argument("--out", help="PNG to write (default reports/compare-<names>.png)")
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        from pathlib import Path
+
+        from bonas.report import compare
+        from bonas.study import open_existing
+
+        if len(args.studies) < 2:
+            raise UsageError("compare needs at least two studies")
+        studies = [open_existing(s).study for s in args.studies]
+        out = Path(args.out or f"reports/compare-{'-vs-'.join(s.study_name for s in studies)}.png")
+        path, table = compare(studies, out)
+        print(table)
+        print(f"\nfigure: {path}")
+        return 0
+
+
 COMMANDS = {
     "search": Search,
     "worker": WorkerCmd,
     "best": Best,
     "trials": Trials,
     "show": Show,
+    "dashboard": Dashboard,
+    "report": Report,
+    "compare": Compare,
 }
 
 

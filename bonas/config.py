@@ -130,6 +130,13 @@ class ObjectiveConfig:
 
 
 @dataclass
+class ArtifactsConfig:
+    dir: str = ""  # artifact store; "" = <name>.artifacts beside the SQLite file (or the config for servers)
+    keep_top_k: int = 3  # weights, ArchSpec and learning curve of the best k completed trials; 0 = none
+    curves: bool = True  # a learning-curve PNG with each kept trial
+
+
+@dataclass
 class WorkersConfig:
     heartbeat_interval: int = 10  # seconds between a running trial's heartbeats
     grace_period: int = 60  # a RUNNING trial silent this long is failed and retried
@@ -151,6 +158,7 @@ class StudyConfig:
     space: SpaceConfig = field(default_factory=SpaceConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     workers: WorkersConfig = field(default_factory=WorkersConfig)
+    artifacts: ArtifactsConfig = field(default_factory=ArtifactsConfig)
     path: str = field(default="", metadata={"internal": True})  # the file it came from
 
     def to_dict(self) -> dict[str, Any]:
@@ -380,6 +388,9 @@ def _validate(c: StudyConfig, raw: dict[str, Any], source: str) -> None:
             fail(f"objective.{key}", f"must be >= 0 (0 = no limit), got {getattr(o, key)}")
     if not 0.0 < o.prune_percentile < 100.0:
         fail("objective.prune_percentile", f"must be between 0 and 100, got {o.prune_percentile}")
+
+    if c.artifacts.keep_top_k < 0:
+        fail("artifacts.keep_top_k", f"must be >= 0 (0 = keep no weights), got {c.artifacts.keep_top_k}")
 
     w = c.workers
     if w.heartbeat_interval < 1:

@@ -28,3 +28,7 @@ class StorageError(BonasError):
 
 class StudyError(BonasError):
     """A study or trial that does not exist, or cannot be used as asked."""
+
+
+class UsageError(BonasError):
+    """Command-line flags that do not fit together or cannot be honoured."""

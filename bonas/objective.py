@@ -13,7 +13,7 @@ from optuna_integration import PyTorchLightningPruningCallback
 
 from bonas.config import StudyConfig
 from bonas.data import Batches, Preprocess, Splits
-from bonas.model import build_model, count_flops, count_params
+from bonas.model import LayerRow, build_model, count_params, summarize
 from bonas.space import suggest_arch, suggest_training
 from bonas.spec import ArchSpec, TrainSpec
 from bonas.train import VAL_ACC, Classifier, make_trainer
@@ -58,6 +58,7 @@ class Prepared:
     params: int
     flops: int
     seed: int
+    rows: list[LayerRow]  # per layer: output shape, params, FLOPs (for notes and `bonas show`)
 
 
 class Objective:
@@ -67,6 +68,8 @@ class Objective:
         self.config = config
         self.splits = splits
         self.verbose = verbose
+        self.last: Prepared | None = None  # the last trial's specs and network, for notes and artifacts
+        self.last_module: Classifier | None = None
 
     def prepare(self, trial: optuna.trial.BaseTrial, number: int) -> Prepared:
         s = self.splits
@@ -75,7 +78,8 @@ class Objective:
         seed = trial_seed(self.config.seed, number)
         torch.manual_seed(seed)
         net = build_model(arch, s.input_shape, s.n_classes)
-        return Prepared(arch, train, net, count_params(net), count_flops(net, s.input_shape), seed)
+        rows = summarize(net, s.input_shape)
+        return Prepared(arch, train, net, count_params(net), sum(r.flops for r in rows), seed, rows)
 
     def record(self, trial: optuna.Trial, p: Prepared) -> None:
         attrs: dict[str, Any] = {
@@ -109,7 +113,8 @@ class Objective:
         return module
 
     def __call__(self, trial: optuna.Trial) -> float:
-        p = self.prepare(trial, trial.number)
+        self.last = self.last_module = None
+        p = self.last = self.prepare(trial, trial.number)
         self.record(trial, p)
-        module = self.fit(trial, p)
+        module = self.last_module = self.fit(trial, p)
         return module.history[-1]

@@ -1,138 +1,218 @@
-"""What a study found, as text: the leaderboard, the best trial, a progress bar while it runs."""
+"""Static reports: ``reports/<study>/index.html`` with PNG figures and ``trials.csv``, and study comparisons.
+
+Figures come from ``optuna.visualization.matplotlib`` where Optuna has them (history, intermediate
+values, importances, parallel coordinates); accuracy against parameters and FLOPs with its Pareto front
+is drawn here (Optuna's Pareto plot needs a multi-objective study). Every figure copes with conditional
+spaces, pruned and failed trials; one that cannot be drawn says why in the page instead.
+"""
 
 from __future__ import annotations
 
-import sys
-from typing import Any
+import html
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from bonas.objective import ATTR_ARCH_LINE, ATTR_EPOCHS, ATTR_FLOPS, ATTR_PARAMS, ATTR_REASON
+from bonas.leaderboard import ranked, si, val_acc
+from bonas.objective import ATTR_ARCH_LINE, ATTR_EPOCHS, ATTR_FLOPS, ATTR_PARAMS
 
-STATE_ORDER = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.RUNNING: 2, TrialState.WAITING: 3, TrialState.FAIL: 4}
-
-
-def si(n: float | None) -> str:
-    """12345 -> 12.3k; None -> '-'."""
-    if n is None:
-        return "-"
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.3g}{unit}"
-    return f"{n:g}"
+log = logging.getLogger("bonas.report")
 
 
-def val_acc(t: FrozenTrial) -> float | None:
-    """A trial's validation accuracy: its value, else its last reported epoch (pruned trials)."""
-    if t.values:
-        return t.values[0]
-    if t.intermediate_values:
-        return t.intermediate_values[max(t.intermediate_values)]
-    return None
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
-def ranked(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    """COMPLETE by accuracy, then PRUNED by their last accuracy, then the rest by number."""
-    return sorted(trials, key=lambda t: (STATE_ORDER.get(t.state, 5), -(val_acc(t) or 0.0), t.number))
+@dataclass
+class Figure:
+    name: str
+    title: str
+    file: str | None  # None when it could not be drawn
+    why_not: str = ""
 
 
-def leaderboard(study: optuna.Study, top: int | None = None, states: tuple[TrialState, ...] | None = None) -> str:
-    trials = [t for t in study.get_trials(deepcopy=False) if states is None or t.state in states]
-    rows = ranked(trials)[:top] if top else ranked(trials)
-    header = f"{'rank':>4} {'trial':>5} {'state':<8} {'val_acc':>7} {'params':>7} {'FLOPs':>7} {'epochs':>6}  architecture"
-    lines = [header]
-    rank = 0
-    for t in rows:
+def best_so_far(trials: list[FrozenTrial]) -> list[tuple[int, float]]:
+    """(trial number, best COMPLETE val_acc up to it), in trial order."""
+    out, best = [], None
+    for t in sorted(trials, key=lambda t: t.number):
         if t.state == TrialState.COMPLETE:
-            rank += 1
-        acc = val_acc(t)
-        arch = t.user_attrs.get(ATTR_ARCH_LINE, "")
-        if t.state == TrialState.FAIL and t.user_attrs.get(ATTR_REASON):
-            arch = f"{arch}  [{t.user_attrs[ATTR_REASON]}]"
-        lines.append(
-            f"{rank if t.state == TrialState.COMPLETE else '-':>4} {t.number:>5} {t.state.name:<8} "
-            f"{'-' if acc is None else f'{acc:.4f}':>7} {si(t.user_attrs.get(ATTR_PARAMS)):>7} "
-            f"{si(t.user_attrs.get(ATTR_FLOPS)):>7} {t.user_attrs.get(ATTR_EPOCHS, '-'):>6}  {arch}"
-        )
-    shown = len(rows)
-    if shown < len(trials):
-        lines.append(f"... {len(trials) - shown} more (bonas trials {study.study_name} --top 0 shows all)")
-    return "\n".join(lines)
+            best = t.values[0] if best is None else max(best, t.values[0])
+        if best is not None:
+            out.append((t.number, best))
+    return out
 
 
-def state_counts(study: optuna.Study) -> dict[str, int]:
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points (cost, accuracy) not beaten by a cheaper-or-equal, more-or-equally accurate point."""
+    front, best = [], -1.0
+    for cost, acc in sorted(points, key=lambda p: (p[0], -p[1])):
+        if acc > best:
+            front.append((cost, acc))
+            best = acc
+    return front
+
+
+def _save(fig, path: Path) -> str:
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    _plt().close(fig)
+    return path.name
+
+
+def _optuna_figure(name: str, title: str, folder: Path, draw) -> Figure:
+    plt = _plt()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ax = draw()
+        fig = ax.figure if hasattr(ax, "figure") else ax.flatten()[0].figure
+        fig.set_size_inches(7, 4.2)
+        return Figure(name, title, _save(fig, folder / f"{name}.png"))
+    except Exception as err:  # too few trials for importances, a one-parameter space, ...
+        plt.close("all")
+        return Figure(name, title, None, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+
+
+def _cost_figure(trials: list[FrozenTrial], attr: str, label: str, folder: Path) -> Figure:
+    pts = [(t.user_attrs[attr], val_acc(t), t.state) for t in trials if attr in t.user_attrs and val_acc(t) is not None]
+    complete = [(c, a) for c, a, s in pts if s == TrialState.COMPLETE]
+    if not complete:
+        return Figure(f"acc_vs_{attr}", f"validation accuracy against {label}", None, "no completed trial yet")
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    pruned = [(c, a) for c, a, s in pts if s == TrialState.PRUNED]
+    if pruned:
+        ax.scatter(*zip(*pruned, strict=True), c="lightgray", s=18, label="pruned (last epoch)")
+    ax.scatter(*zip(*complete, strict=True), c="tab:blue", s=22, label="complete")
+    front = pareto_front(complete)
+    ax.step(*zip(*front, strict=True), where="post", c="tab:red", label="Pareto front")
+    ax.set_xscale("log")
+    ax.set_xlabel(label + " (log)")
+    ax.set_ylabel("validation accuracy")
+    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    return Figure(f"acc_vs_{attr}", f"validation accuracy against {label}", _save(fig, folder / f"acc_vs_{attr}.png"))
+
+
+def write_report(study: optuna.Study, folder: Path) -> Path:
+    """Write the figures, ``trials.csv`` and ``index.html``; returns the index path."""
+    from optuna.visualization import matplotlib as ovm
+
+    folder.mkdir(parents=True, exist_ok=True)
+    trials = study.get_trials(deepcopy=False)
+    single = len(study.directions) == 1
+    target = {} if single else {"target": lambda t: t.values[0], "target_name": "val_acc"}
+    figures = [
+        _optuna_figure("history", "best-so-far history", folder, lambda: ovm.plot_optimization_history(study, **target)),
+        _optuna_figure("intermediate", "learning curves (intermediate values)", folder, lambda: ovm.plot_intermediate_values(study)),
+        _optuna_figure("importances", "parameter importances", folder, lambda: ovm.plot_param_importances(study, **target)),
+        _optuna_figure("parallel", "parallel coordinates (the most important parameters)", folder,
+                       lambda: ovm.plot_parallel_coordinate(study, params=top_params(study, 6), **target)),
+        _cost_figure(trials, ATTR_PARAMS, "parameters", folder),
+        _cost_figure(trials, ATTR_FLOPS, "FLOPs per image", folder),
+    ]
+    if not single:
+        figures.append(_optuna_figure("pareto", "Pareto front (all objectives)", folder, lambda: ovm.plot_pareto_front(study)))
+    csv = write_trials_csv(study, folder / "trials.csv")
+    index = folder / "index.html"
+    index.write_text(_html(study, trials, figures, csv.name), encoding="utf-8")
+    return index
+
+
+def top_params(study: optuna.Study, k: int) -> list[str]:
+    """The k most important parameters (fANOVA over the params every completed trial has), else the
+    k params most trials have: a readable parallel-coordinates plot of a conditional space."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            target = None if len(study.directions) == 1 else (lambda t: t.values[0])
+            return list(optuna.importance.get_param_importances(study, target=target))[:k]
+    except Exception:
+        counts: dict[str, int] = {}
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            for name in t.params:
+                counts[name] = counts.get(name, 0) + 1
+        return sorted(counts, key=lambda n: -counts[n])[:k]
+
+
+def write_trials_csv(study: optuna.Study, path: Path) -> Path:
+    """Optuna's own trials_dataframe (params, user attrs, states, durations), one row per trial."""
+    df = study.trials_dataframe(attrs=("number", "value" if len(study.directions) == 1 else "values", "state", "datetime_start",
+                                       "datetime_complete", "duration", "params", "user_attrs"))
+    df.to_csv(path, index=False)
+    return path
+
+
+def _html(study: optuna.Study, trials: list[FrozenTrial], figures: list[Figure], csv_name: str) -> str:
+    e = html.escape
     counts: dict[str, int] = {}
-    for t in study.get_trials(deepcopy=False):
+    for t in trials:
         counts[t.state.name] = counts.get(t.state.name, 0) + 1
-    return counts
+    rows = []
+    rank = 0
+    for t in ranked(trials):
+        rank += t.state == TrialState.COMPLETE
+        acc = val_acc(t)
+        rows.append(
+            f"<tr><td>{rank if t.state == TrialState.COMPLETE else '-'}</td><td>{t.number}</td><td>{t.state.name}</td>"
+            f"<td>{'-' if acc is None else f'{acc:.4f}'}</td><td>{si(t.user_attrs.get(ATTR_PARAMS))}</td>"
+            f"<td>{si(t.user_attrs.get(ATTR_FLOPS))}</td><td>{e(str(t.user_attrs.get(ATTR_EPOCHS, '-')))}</td>"
+            f"<td><code>{e(str(t.user_attrs.get(ATTR_ARCH_LINE, '')))}</code> {e(str(t.user_attrs.get('end_reason', '')))}</td></tr>"
+        )
+    figs = []
+    for f in figures:
+        if f.file:
+            figs.append(f"<figure><img src='{e(f.file)}' alt='{e(f.title)}'><figcaption>{e(f.title)}</figcaption></figure>")
+        else:
+            figs.append(f"<figure class='missing'><figcaption>{e(f.title)}: not drawn ({e(f.why_not)})</figcaption></figure>")
+    config = study.user_attrs.get("bonas:config", {})
+    env = study.user_attrs.get("bonas:environment", {})
+    state_line = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>bonas report: {e(study.study_name)}</title>
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src 'self'; style-src 'unsafe-inline'">
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}figure{{display:inline-block;margin:.5em}}
+img{{max-width:560px;border:1px solid #ddd}}table{{border-collapse:collapse}}td,th{{padding:2px 8px;border-bottom:1px solid #eee;text-align:left}}
+.missing{{color:#a00}}code{{font-size:90%}}</style></head><body>
+<h1>Study <code>{e(study.study_name)}</code></h1>
+<p>{len(trials)} trials ({e(state_line)}); dataset {e(str(config.get('dataset', '?')))}; sampler {e(str(config.get('sampler', {}).get('name', '?')))},
+pruner {e(str(config.get('pruner', {}).get('name', '?')))}; torch {e(str(env.get('packages', {}).get('torch', '?')))} on {e(str(env.get('cpu', '?')))}
+{e(', '.join(env.get('gpus', [])))}. Data: <a href="{e(csv_name)}">{e(csv_name)}</a>.</p>
+{''.join(figs)}
+<h2>Leaderboard</h2>
+<table><tr><th>rank</th><th>trial</th><th>state</th><th>val_acc</th><th>params</th><th>FLOPs</th><th>epochs</th><th>architecture</th></tr>
+{''.join(rows)}</table></body></html>
+"""
 
 
-def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    return max(complete, key=lambda t: (t.values[0], -t.number)) if complete else None
-
-
-def describe_best(study: optuna.Study) -> str:
-    t = best_trial(study)
-    if t is None:
-        return f"study {study.study_name!r} has no completed trial yet"
-    a = t.user_attrs
-    train = a.get("train", {})
-    knobs = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(train.items()))
-    return "\n".join(
-        [
-            f"best trial {t.number} of study {study.study_name!r}: val_acc {t.values[0]:.4f}",
-            f"  architecture  {a.get(ATTR_ARCH_LINE, '?')}",
-            f"  training      {knobs}",
-            f"  params {si(a.get(ATTR_PARAMS))}, FLOPs/image {si(a.get(ATTR_FLOPS))}, epochs {a.get(ATTR_EPOCHS, '?')}, "
-            f"train time {a.get('train_seconds', 0):.1f}s",
-        ]
-    )
-
-
-class Progress:
-    """Study-level progress: a bar on a terminal (done/total, best, pruned), one line per trial elsewhere."""
-
-    def __init__(self, study_name: str, total: int, enabled: bool = True, stream: Any = None):
-        self.stream = stream or sys.stderr
-        self.total = total
-        self.name = study_name
-        self.seen: set[int] = set()
-        self.enabled = enabled
-        self.bar = None
-        if enabled and self.stream.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, desc=study_name, unit="trial", file=self.stream, dynamic_ncols=True)
-
-    def update(self, study: optuna.Study) -> None:
-        if not self.enabled:
-            return
+def compare(studies: list[optuna.Study], path: Path) -> tuple[Path, str]:
+    """Best-so-far curves of several studies on one figure; returns the PNG and a text table."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    lines = [f"{'study':<24}{'trials':>7}{'complete':>9}{'pruned':>7}{'best':>8}  reached at trial"]
+    for study in studies:
         trials = study.get_trials(deepcopy=False)
-        done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-        pruned = sum(t.state == TrialState.PRUNED for t in trials)
-        failed = sum(t.state == TrialState.FAIL for t in trials)
+        curve = best_so_far(trials)
+        if curve:
+            xs, ys = zip(*curve, strict=True)
+            ax.step(xs, ys, where="post", label=study.study_name)
         best = max((t.values[0] for t in trials if t.state == TrialState.COMPLETE), default=None)
-        new = [t for t in trials if t.state.is_finished() and t.number not in self.seen]
-        self.seen.update(t.number for t in new)
-        if self.bar is not None:
-            self.bar.n = min(len(done), self.total)
-            self.bar.set_postfix_str(f"best {best:.4f}, pruned {pruned}, failed {failed}" if best is not None else f"pruned {pruned}, failed {failed}")
-            self.bar.refresh()
-            return
-        for t in sorted(new, key=lambda t: t.number):
-            acc = val_acc(t)
-            reason = t.user_attrs.get(ATTR_REASON, "") if t.state != TrialState.COMPLETE else ""
-            print(
-                f"trial {t.number:>3} {t.state.name:<8} val_acc {'-' if acc is None else f'{acc:.4f}'} "
-                f"params {si(t.user_attrs.get(ATTR_PARAMS))} epochs {t.user_attrs.get(ATTR_EPOCHS, '-')} "
-                f"{t.user_attrs.get('train_seconds', 0):.1f}s | {len(done)}/{self.total} done, best "
-                f"{'-' if best is None else f'{best:.4f}'}{f' | {reason}' if reason else ''}",
-                file=self.stream,
-                flush=True,
-            )
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        reached = next((n for n, b in curve if best is not None and b >= best), None)
+        n_complete = sum(t.state == TrialState.COMPLETE for t in trials)
+        n_pruned = sum(t.state == TrialState.PRUNED for t in trials)
+        lines.append(f"{study.study_name:<24}{len(trials):>7}{n_complete:>9}{n_pruned:>7}{'-' if best is None else f'{best:.4f}':>8}  {reached if reached is not None else '-'}")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("best validation accuracy so far")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _save(fig, path)
+    return path, "\n".join(lines)

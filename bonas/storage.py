@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 log = logging.getLogger("bonas.storage")
 
 RETRY_FOR_S = 300.0  # give a restarting database this long before a worker gives up
+CONNECT_RETRY_S = 10.0  # but a database that is not there at start is a setup error: say so soon
 BACKOFF_START_S, BACKOFF_MAX_S = 0.25, 8.0
 
 # Methods that only read, or write idempotently, retried as they are. create_new_trial is retried
@@ -93,7 +94,7 @@ class BonasStorage(RDBStorage):
     def __init__(self, *args: Any, **kwargs: Any):
         self._first_seen_silent: dict[int, float] = {}
         self._lock = threading.Lock()
-        retrying(super().__init__, "connect")(*args, **kwargs)
+        retrying(super().__init__, "connect", CONNECT_RETRY_S)(*args, **kwargs)
         for name in _RETRIED:
             setattr(self, name, retrying(getattr(self, name), name))
 
@@ -106,7 +107,9 @@ class BonasStorage(RDBStorage):
             try:
                 return RDBStorage.set_trial_state_values(self, trial_id, state, values)
             except optuna.exceptions.UpdateFinishedTrialError:
-                if attempt[0] > 1 and RDBStorage.get_trial(self, trial_id).state == state:
+                # Only a final state may be "already done"; WAITING -> RUNNING must never be assumed
+                # (another worker may have popped the trial in between).
+                if attempt[0] > 1 and state.is_finished() and RDBStorage.get_trial(self, trial_id).state == state:
                     return True
                 raise
 

@@ -35,6 +35,7 @@ class Classifier(pl.LightningModule):
         self._seen = 0
         self._val_loss = torch.zeros(())
         self.history: list[float] = []  # val_acc per epoch
+        self.loss_history: list[float] = []  # val_loss per epoch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -68,9 +69,11 @@ class Classifier(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         acc = self._correct.item() / max(1, self._seen)
+        loss = self._val_loss.item() / max(1, self._seen)
         self.log(VAL_ACC, acc, prog_bar=True)
-        self.log(VAL_LOSS, self._val_loss.item() / max(1, self._seen))
+        self.log(VAL_LOSS, loss)
         self.history.append(acc)
+        self.loss_history.append(loss)
 
     def configure_optimizers(self):
         s = self.spec

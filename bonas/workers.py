@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,13 +30,16 @@ import optuna
 import torch
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
+from optuna_dashboard import get_note, save_note
 
+from bonas.artifacts import Keeper
 from bonas.config import StudyConfig
+from bonas.dashboard import note_markdown, study_note, write_note
 from bonas.data import Splits, load_splits
-from bonas.errors import BonasError, StudyError
-from bonas.objective import ATTR_REASON, Objective, TrialAbandoned
-from bonas.storage import BonasStorage
-from bonas.study import create_or_resume, mask_url, sqlite_path, storage_for
+from bonas.errors import BonasError, StorageError, StudyError
+from bonas.objective import ATTR_EPOCHS, ATTR_REASON, Objective, TrialAbandoned
+from bonas.storage import CONNECT_RETRY_S, RETRY_FOR_S, BonasStorage, retrying
+from bonas.study import connect_args, create_or_resume, mask_url, sqlite_path, storage_for, stored_config
 from bonas.train import NonFiniteLoss, quiet_lightning, set_threads
 
 log = logging.getLogger("bonas")
@@ -68,41 +72,76 @@ class RunSummary:
 # --- budget: counting, locking, elapsed time --------------------------------------------------------
 
 
-@contextlib.contextmanager
-def study_lock(storage: BonasStorage, url: str, study_name: str, timeout: float = 600.0) -> Iterator[None]:
-    """A lock every worker of the study takes around claiming a trial (count + ask are one step).
+class StudyLock:
+    """A lock all workers of one study take around creating it and around claiming a trial.
 
-    SQLite: an flock on a file beside the database (one machine). PostgreSQL: an advisory lock.
-    MySQL/MariaDB: GET_LOCK. All are released by the server or kernel if the holder dies.
+    SQLite: flock on a file beside the database (one machine). PostgreSQL: a session advisory lock.
+    MySQL/MariaDB: GET_LOCK. The server or kernel releases it when the holder dies, so a killed worker
+    never blocks the others. It has its own connection: it is taken before the study's storage exists.
     """
-    path = sqlite_path(url)
-    if path is not None:
-        with open(f"{path}.lock", "a+") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
+
+    def __init__(self, url: str, study_name: str, wait_s: float = 600.0):
+        self.url, self.wait_s = url, wait_s
+        self.key = int.from_bytes(hashlib.sha256(f"bonas:{study_name}".encode()).digest()[:8], "big", signed=True)
+        self.path = sqlite_path(url)
+        self.engine = None
+        if self.path is None:
+            import sqlalchemy
+            from sqlalchemy.pool import NullPool
+
+            self.engine = sqlalchemy.create_engine(url, poolclass=NullPool, **connect_args(url))
+            self.dialect = self.engine.dialect.name
+
+    @contextlib.contextmanager
+    def __call__(self, retry_for: float = RETRY_FOR_S) -> Iterator[None]:
+        if self.path is not None:
+            with open(f"{self.path}.lock", "a+") as f:
+                fcntl.flock(f, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(f, fcntl.LOCK_UN)
+            return
+        with retrying(self._acquire, "study lock", retry_for)() as conn:
             try:
                 yield
             finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
-        return
-    import sqlalchemy
+                with contextlib.suppress(Exception):
+                    conn.execute(self._release_sql(), self._params())
+                    conn.commit()
+                with contextlib.suppress(Exception):
+                    conn.close()
 
-    key = int.from_bytes(hashlib.sha256(f"bonas:{study_name}".encode()).digest()[:8], "big", signed=True)
-    dialect = storage.engine.dialect.name
-    with storage.engine.connect() as conn:
-        if dialect == "postgresql":
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
-            release = sqlalchemy.text("SELECT pg_advisory_unlock(:k)")
-        else:
-            got = conn.execute(sqlalchemy.text("SELECT GET_LOCK(:k, :t)"), {"k": f"bonas:{key:x}", "t": int(timeout)}).scalar()
-            if got != 1:
-                raise StudyError(f"could not take the study lock of {study_name!r} within {timeout:.0f}s")
-            release = sqlalchemy.text("SELECT RELEASE_LOCK(:k)")
+    def _params(self) -> dict[str, Any]:
+        # MySQL: wait in 20 s slices, below the driver's read timeout
+        return {"k": self.key} if self.dialect == "postgresql" else {"k": f"bonas:{self.key:x}", "t": 20}
+
+    def _release_sql(self):
+        import sqlalchemy
+
+        return sqlalchemy.text("SELECT pg_advisory_unlock(:k)" if self.dialect == "postgresql" else "SELECT RELEASE_LOCK(:k)")
+
+    def _acquire(self):
+        import sqlalchemy
+
+        conn = self.engine.connect()
         try:
-            yield
-        finally:
-            with contextlib.suppress(Exception):
-                conn.execute(release, {"k": key if dialect == "postgresql" else f"bonas:{key:x}"})
-                conn.commit()
+            if self.dialect == "postgresql":
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), self._params())
+            else:
+                deadline = time.monotonic() + self.wait_s
+                while conn.execute(sqlalchemy.text("SELECT GET_LOCK(:k, :t)"), self._params()).scalar() != 1:
+                    if time.monotonic() > deadline:
+                        raise StudyError(f"could not take the study lock within {self.wait_s:.0f}s")
+            conn.commit()
+        except BaseException:
+            conn.close()
+            raise
+        return contextlib.closing(conn)
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.dispose()
 
 
 def count_states(trials: list[optuna.trial.FrozenTrial]) -> dict[TrialState, int]:
@@ -143,9 +182,9 @@ def budget_status(study: optuna.Study, n_trials: int, timeout: float) -> str | N
     return None
 
 
-def claim_trial(study: optuna.Study, storage: BonasStorage, url: str, n_trials: int, timeout: float) -> optuna.Trial | str:
+def claim_trial(study: optuna.Study, storage: BonasStorage, lock: StudyLock, n_trials: int, timeout: float) -> optuna.Trial | str:
     """A new or requeued trial, 'wait' when running trials fill the budget, or 'done: ...'."""
-    with study_lock(storage, url, study.study_name):
+    with lock():
         trials = study.get_trials(deepcopy=False)
         counts = count_states(trials)
         finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
@@ -239,12 +278,23 @@ class Worker:
         self.url = url
         self.index = index
         self.verbose = verbose
-        self.storage = storage_for(config, url)
-        self.study = create_or_resume(config, self.storage, url, splits.describe(), seed=seed)
+        from sqlalchemy.exc import SQLAlchemyError
+
+        self.lock = StudyLock(url, config.name)
+        try:
+            with self.lock(retry_for=CONNECT_RETRY_S):  # N workers starting at once on an empty database: one creates
+                self.storage = storage_for(config, url)
+                self.study = create_or_resume(config, self.storage, url, splits.describe(), seed=seed)
+        except SQLAlchemyError as err:
+            reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+            raise StorageError(f"cannot reach storage {mask_url(url)}: {mask_url(reason)}") from None
         if torch.cuda.is_available():  # the whole data set lives on the GPU: batches are slices there
             splits = splits.to("cuda")
         self.objective = Objective(config, splits, verbose=verbose)
+        self.keeper = Keeper(config, url)
         self.name = worker_name(index)
+        if not get_note(self.study):
+            save_note(self.study, study_note(stored_config(self.study) or config.to_dict(), splits.describe(), f"bonas search {config.path}"))
 
     def run(self, n_trials: int, timeout: float, on_trial: Any = None, guard: SignalGuard | None = None) -> RunSummary:
         guard = guard or SignalGuard()
@@ -254,7 +304,7 @@ class Worker:
         with guard:
             while guard.signum is None:
                 optuna.storages.fail_stale_trials(self.study)
-                claimed = claim_trial(self.study, self.storage, self.url, n_trials, timeout)
+                claimed = claim_trial(self.study, self.storage, self.lock, n_trials, timeout)
                 if claimed == "wait":  # peers' running trials fill the budget: wait, reap if they die
                     guard.wake.wait(interval)
                     continue
@@ -278,63 +328,88 @@ class Worker:
 
     def run_trial(self, trial: optuna.Trial, guard: SignalGuard, summary: RunSummary) -> TrialState | None:
         """Run and tell one claimed trial; returns its final state (None when dropped)."""
-        study = self.study
-        reason = ""
-        value: float | None = None
-        state = TrialState.FAIL
         trial.set_user_attr(ATTR_WORKER, self.name)
-        retry_of = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(study._storage.get_trial(trial._trial_id))
+        retry_of = self.study._storage.get_trial(trial._trial_id).system_attrs.get("failed_trial")
         if retry_of is not None:
             trial.set_user_attr(ATTR_RETRY_OF, retry_of)
         with Heartbeat(self.storage, trial._trial_id, self.config.workers.heartbeat_interval):
-            try:
-                guard.in_trial = guard.signum is None
-                if guard.signum is not None:
-                    raise Interrupted(guard.signum)
-                value = self.objective(trial)
-                state = TrialState.COMPLETE
-            except optuna.TrialPruned as err:
-                state, reason = TrialState.PRUNED, str(err) or "pruned"
-            except NonFiniteLoss as err:
-                state, reason = TrialState.PRUNED, f"diverged: {err}"
-            except torch.cuda.OutOfMemoryError as err:
-                state, reason = TrialState.FAIL, f"out of memory: {str(err).splitlines()[0] if str(err) else 'CUDA OOM'}"
-            except (TrialAbandoned, UpdateFinishedTrialError) as err:
-                log.warning("trial %d dropped: %s", trial.number, err)
-                summary.dropped += 1
-                return None
-            except (Interrupted, KeyboardInterrupt, SystemExit) as err:
-                # SystemExit: Lightning turns SIGTERM into SIGTERMException and Ctrl-C into sys.exit(1).
-                signum = getattr(err, "signum", None) or guard.signum or signal.SIGINT
-                guard.signum = guard.signum or signum
-                state, reason = TrialState.FAIL, f"interrupted by {signal.Signals(signum).name}"
-            except BonasError as err:
-                state, reason = TrialState.FAIL, f"error: {err}"
-            except Exception as err:  # a bug or a broken environment: record it, keep the study going
-                state, reason = TrialState.FAIL, f"error: {type(err).__name__}: {err}"
-                if self.verbose:
-                    traceback.print_exc()
-            finally:
-                guard.in_trial = False
+            outcome = self._execute(trial, guard)
+        if outcome is None:
+            summary.dropped += 1
+            return None
+        state, value, reason = outcome
         if state == TrialState.FAIL:
             release_memory()
-        if reason:
-            with contextlib.suppress(UpdateFinishedTrialError):
-                trial.set_user_attr(ATTR_REASON, reason)
         try:
-            study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+            kept = self._record_outcome(trial, state, value, reason)
+            self.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
         except UpdateFinishedTrialError as err:
             log.warning("trial %d dropped: %s", trial.number, err)
             summary.dropped += 1
             return None
+        if kept:
+            self.keeper.prune(self.study)
         if state == TrialState.FAIL and reason.startswith("interrupted"):
-            requeue(study, trial, self.config.workers.max_retry)
+            requeue(self.study, trial, self.config.workers.max_retry)
         if state in FINISHED:
             summary.finished += 1
         elif state == TrialState.FAIL:
             summary.failed += 1
         return state
 
+    def _execute(self, trial: optuna.Trial, guard: SignalGuard) -> tuple[TrialState, float | None, str] | None:
+        """The objective, with every way a trial can end mapped to (state, value, reason); None: dropped."""
+        try:
+            guard.in_trial = guard.signum is None
+            if guard.signum is not None:
+                raise Interrupted(guard.signum)
+            return TrialState.COMPLETE, self.objective(trial), "completed"
+        except optuna.TrialPruned:
+            reported = trial.storage.get_trial(trial._trial_id).intermediate_values
+            if not reported:
+                return TrialState.PRUNED, None, "pruned"
+            epoch = max(reported)
+            return TrialState.PRUNED, None, f"pruned at epoch {epoch} (val_acc {reported[epoch]:.4f})"
+        except NonFiniteLoss as err:
+            return TrialState.PRUNED, None, f"diverged: {err}"
+        except torch.cuda.OutOfMemoryError as err:
+            return TrialState.FAIL, None, f"out of memory: {str(err).splitlines()[0] if str(err) else 'CUDA OOM'}"
+        except (TrialAbandoned, UpdateFinishedTrialError) as err:
+            log.warning("trial %d dropped: %s", trial.number, err)
+            return None
+        except (Interrupted, KeyboardInterrupt, SystemExit) as err:
+            # SystemExit: Lightning turns SIGTERM into SIGTERMException and Ctrl-C into sys.exit(1).
+            signum = getattr(err, "signum", None) or guard.signum or signal.SIGINT
+            guard.signum = guard.signum or signum
+            return TrialState.FAIL, None, f"interrupted by {signal.Signals(signum).name}"
+        except BonasError as err:
+            return TrialState.FAIL, None, f"error: {err}"
+        except Exception as err:  # a bug or a broken environment: record it, keep the study going
+            if self.verbose:
+                traceback.print_exc()
+            return TrialState.FAIL, None, f"error: {type(err).__name__}: {err}"
+        finally:
+            guard.in_trial = False
+
+    def _record_outcome(self, trial: optuna.Trial, state: TrialState, value: float | None, reason: str) -> bool:
+        """Before tell: the reason, the dashboard note, and the artifacts of a top-k trial."""
+        if state != TrialState.COMPLETE:
+            trial.set_user_attr(ATTR_REASON, reason)
+        p, module = self.objective.last, self.objective.last_module
+        kept = False
+        if state == TrialState.COMPLETE and p is not None and module is not None:
+            try:
+                kept = self.keeper.keep(self.study, trial, value, p, module, self.objective.splits)
+            except OSError as err:  # a full disk must not cost the trial its result
+                log.warning("trial %d: artifacts not saved: %s", trial.number, err)
+        attrs = trial.user_attrs
+        body = note_markdown(
+            trial.number, state.name, value, p.arch.describe() if p else None, p.rows if p else None,
+            attrs.get(ATTR_EPOCHS), self.config.training.max_epochs, reason, p.train.to_dict() if p else None,
+            attrs.get("train_seconds"), kept,
+        )
+        write_note(trial, body)
+        return kept
 
 def requeue(study: optuna.Study, trial: optuna.Trial, max_retry: int) -> None:
     """Put an interrupted trial's params back in the queue, as a killed worker's would be."""
@@ -352,8 +427,10 @@ def prepare_worker(config: StudyConfig, url: str, verbose: bool, n_workers: int 
 # --- several local workers -------------------------------------------------------------------------
 
 
-def _worker_main(config: StudyConfig, url: str, index: int, n_workers: int, n_trials: int, timeout: float, verbose: bool) -> None:
+def _worker_main(config: StudyConfig, url: str, index: int, n_workers: int, n_trials: int, timeout: float, verbose: bool, gpu: int | None) -> None:
     """Entry point of a spawned worker process."""
+    if gpu is not None:  # before CUDA initialises in this process: one worker per GPU
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format=f"[w{index}] %(message)s")
     try:
         splits = prepare_worker(config, url, verbose, n_workers)
@@ -368,11 +445,14 @@ def _worker_main(config: StudyConfig, url: str, index: int, n_workers: int, n_tr
 
 
 def spawn_workers(config: StudyConfig, url: str, n_workers: int, n_trials: int, timeout: float, verbose: bool) -> list[multiprocessing.Process]:
-    """Start local worker processes (spawn: no database engine crosses a fork)."""
+    """Start local worker processes: spawn (no database engine crosses a fork), one GPU each when there are several."""
     ctx = multiprocessing.get_context("spawn")
+    n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     procs = []
     for i in range(n_workers):
-        p = ctx.Process(target=_worker_main, args=(config, url, i, n_workers, n_trials, timeout, verbose), name=f"bonas-worker-{i}")
+        gpu = i % n_gpus if n_gpus > 1 else None
+        args = (config, url, i, n_workers if n_gpus == 0 else 1, n_trials, timeout, verbose, gpu)
+        p = ctx.Process(target=_worker_main, args=args, name=f"bonas-worker-{i}")
         p.start()
         procs.append(p)
     return procs

@@ -105,3 +105,26 @@ def _isolated(tmp_path_factory, monkeypatch):
     """Data caches in a per-session folder; no storage override leaking in from the shell."""
     monkeypatch.setenv("BONAS_DATA_DIR", str(tmp_path_factory.getbasetemp() / "data"))
     monkeypatch.delenv("BONAS_STORAGE", raising=False)
+
+
+def make_mixed_study(folder: Path, name: str) -> Path:
+    """A real 4-trial study with every ending: completed (top-2 artifacts kept), pruned at epoch 0 (a learning
+    rate that cannot learn), failed (a parameter value outside its choices), plus one sampled trial."""
+    from bonas.config import load_config
+    from bonas.study import resolve_storage
+    from bonas.workers import Worker, prepare_worker
+
+    path = folder / f"{name}.toml"
+    text = tiny_config_text(name=name, n_trials=5, pruner_extra="n_startup_trials = 1\nn_warmup_steps = 0", epochs=3)
+    path.write_text(text + "\n[artifacts]\nkeep_top_k = 2\n")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BONAS_DATA_DIR", str(folder / "data"))
+        config = load_config(path)
+        url = resolve_storage(config)
+        worker = Worker(config, url, prepare_worker(config, url, verbose=False))
+        good = {"n_blocks": 1, "b0_width": 8, "b0_pool": "max", "b0_bn": True, "head": "flatten", "n_dense": 0, "lr": 0.02, "weight_decay": 1e-5}
+        worker.study.enqueue_trial(good)
+        worker.study.enqueue_trial({**good, "lr": 1e-7})
+        worker.study.enqueue_trial({**good, "head": "bogus"})
+        worker.run(n_trials=4, timeout=0)
+    return path

@@ -18,8 +18,7 @@ from bonas.workers import Worker, prepare_worker
 
 
 def study_of(config_path):
-    study, _ = open_existing(str(config_path))
-    return study
+    return open_existing(str(config_path)).study
 
 
 def test_search_writes_a_study_optuna_can_read(tiny_config, capsys):
@@ -80,7 +79,6 @@ def test_timeout_is_the_studys_total(tiny_config, capsys):
     assert len(study_of(path).trials) == first
 
 
-@pytest.mark.filterwarnings("ignore:Fixed parameter lr")
 def test_forced_pruning_really_prunes(tiny_config):
     """One good trial, then trials that cannot learn (lr 1e-7): the median pruner must stop them at epoch 0."""
     path = tiny_config(n_trials=4, epochs=3, pruner_extra="n_startup_trials = 1\nn_warmup_steps = 0")

@@ -1,0 +1,396 @@
+"""Parallel workers on one study, with real processes, real signals and real database servers.
+
+Every test ends with the same audit: exactly n_trials finished (COMPLETE + PRUNED), trial numbers unique
+and dense, nothing left RUNNING or WAITING.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from bonas.cli import main
+from bonas.config import load_config
+from bonas.study import open_storage
+from bonas.workers import Worker, prepare_worker, study_elapsed
+from tests.conftest import require, tiny_config_text
+from tests.servers import MYSQL_URL, PG_URL, PrivatePostgres, fresh_database, mysql_available, pg_available
+
+BIN = Path(sys.executable).parent
+FAST = "[workers]\nheartbeat_interval = 1\ngrace_period = 4\n"
+# ~1 s per epoch on 2 cores, 4 epochs: long enough to catch a trial inside Lightning's fit
+SLOW = dict(epochs=4, train_subset=1200, val_subset=200, extra=FAST)
+
+
+def write_config(folder: Path, name: str = "par", **kw) -> Path:
+    path = folder / f"{name}.toml"
+    path.write_text(tiny_config_text(name=name, **kw))
+    return path
+
+
+def slow_config(folder: Path, name: str = "par", n_trials: int = 4, **kw) -> Path:
+    path = folder / f"{name}.toml"
+    text = tiny_config_text(name=name, n_trials=n_trials, pruner="none", pruner_extra="", **{**SLOW, **kw})
+    path.write_text(text.replace("batch_sizes = [64]", "batch_sizes = [16]"))
+    return path
+
+
+class Proc:
+    """A `bonas worker` process with its output in files (pipes could fill and block it)."""
+
+    def __init__(self, folder: Path, config: Path, url: str, index: int, netns: str | None = None, cmd: str = "worker"):
+        self.out = folder / f"worker{index}-{time.monotonic_ns()}.out"
+        self.err = self.out.with_suffix(".err")
+        argv = [str(BIN / "bonas"), cmd, str(config), "--storage", url]
+        if cmd == "worker":
+            argv += ["--index", str(index)]
+        if netns:
+            argv = ["ip", "netns", "exec", netns, *argv]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.p = subprocess.Popen(argv, stdout=open(self.out, "w"), stderr=open(self.err, "w"), env=env, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.p.pid
+
+    def wait(self, timeout: float = 300) -> int:
+        return self.p.wait(timeout=timeout)
+
+    def text(self) -> str:
+        return self.out.read_text() + self.err.read_text()
+
+    def kill(self, sig: int) -> None:
+        os.kill(self.p.pid, sig)
+
+
+_storages: dict[str, object] = {}
+
+
+def load(url: str, name: str = "par") -> optuna.Study:
+    """The study, through one storage per URL (polling must not open a new engine every time)."""
+    if url not in _storages:
+        _storages[url] = open_storage(url)
+    return optuna.load_study(study_name=name, storage=_storages[url])
+
+
+def wait_for(condition, timeout: float = 120, every: float = 0.2, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def running_in_fit(url: str, pid: int | None = None, name: str = "par"):
+    """A RUNNING trial (of worker ``pid``) that has reported an epoch: it is inside Lightning's fit."""
+
+    def probe():
+        try:
+            trials = load(url, name).get_trials(states=(TrialState.RUNNING,))
+        except Exception:
+            return None
+        for t in trials:
+            if t.intermediate_values and (pid is None or f":{pid}:" in t.user_attrs.get("worker", "")):
+                return t
+        return None
+
+    return probe
+
+
+def audit(url: str, n_trials: int, name: str = "par") -> list[optuna.trial.FrozenTrial]:
+    trials = load(url, name).get_trials()
+    states = [t.state for t in trials]
+    assert [t.number for t in trials] == list(range(len(trials))), "trial numbers unique and dense"
+    assert sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states) == n_trials, states
+    assert TrialState.RUNNING not in states and TrialState.WAITING not in states, states
+    return trials
+
+
+def sqlite_url(folder: Path) -> str:
+    return f"sqlite:///{folder / 'par.db'}"
+
+
+@pytest.fixture
+def pg_db():
+    require(pg_available(), "PostgreSQL is not running on 127.0.0.1:5432")
+    url, drop = fresh_database(PG_URL)
+    yield url
+    drop()
+
+
+@pytest.fixture
+def mysql_db():
+    require(mysql_available(), "MariaDB/MySQL is not running on 127.0.0.1:3306")
+    url, drop = fresh_database(MYSQL_URL)
+    yield url
+    drop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_url(request, tmp_path):
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path)
+    return request.getfixturevalue("pg_db")
+
+
+# --- the budget --------------------------------------------------------------------------------------
+
+
+def test_elapsed_is_the_union_of_trial_intervals():
+    from datetime import datetime, timedelta
+
+    t0 = datetime(2026, 1, 1)
+
+    def trial(a, b, state=TrialState.COMPLETE):
+        return optuna.trial.FrozenTrial(0, state, 0.5 if state == TrialState.COMPLETE else None, t0 + timedelta(seconds=a),
+                                        t0 + timedelta(seconds=b) if b is not None else None, {}, {}, {}, {}, {}, 0)
+
+    # two workers overlapping on [0, 10] and [5, 12], then a gap, then [20, 25]
+    assert study_elapsed([trial(0, 10), trial(5, 12), trial(20, 25)]) == 17
+    assert study_elapsed([trial(0, None, TrialState.RUNNING)], now=t0 + timedelta(seconds=4)) == 4
+
+
+def test_workers_flag_finishes_exactly_the_budget(tmp_path):
+    config = write_config(tmp_path, n_trials=7, epochs=1, train_subset=200, val_subset=100, extra=FAST)
+    url = sqlite_url(tmp_path)
+    proc = subprocess.run([str(BIN / "bonas"), "search", str(config), "--workers", "3"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    trials = audit(url, 7)
+    assert len({t.user_attrs["worker"].split(":")[1] for t in trials}) >= 2, "several processes shared the study"
+    assert "Traceback" not in proc.stderr
+
+
+def test_sqlite_four_workers_fifty_trials_each_without_lock_errors(tmp_path):
+    """4 workers x 50 trials on one SQLite file: zero 'database is locked' anywhere, exact budget."""
+    config = write_config(tmp_path, n_trials=200, epochs=1, train_subset=64, val_subset=32, extra=FAST)
+    url = sqlite_url(tmp_path)
+    workers = [Proc(tmp_path, config, url, i) for i in range(4)]
+    for w in workers:
+        assert w.wait(600) == 0, w.text()
+    text = "".join(w.text() for w in workers)
+    assert "database is locked" not in text and "Traceback" not in text
+    audit(url, 200)
+
+
+def test_eight_workers_start_at_once_on_an_empty_postgres_database(tmp_path, pg_db):
+    config = write_config(tmp_path, n_trials=8, epochs=1, train_subset=64, val_subset=32, extra=FAST)
+    workers = [Proc(tmp_path, config, pg_db, i) for i in range(8)]
+    codes = [w.wait(600) for w in workers]
+    assert codes == [0] * 8, "\n".join(w.text()[-1500:] for w in workers)
+    audit(pg_db, 8)
+
+
+def test_mariadb_workers_share_a_study(tmp_path, mysql_db):
+    config = write_config(tmp_path, n_trials=6, epochs=1, train_subset=64, val_subset=32, extra=FAST)
+    workers = [Proc(tmp_path, config, mysql_db, i) for i in range(3)]
+    assert [w.wait(600) for w in workers] == [0, 0, 0], "\n".join(w.text()[-1500:] for w in workers)
+    audit(mysql_db, 6)
+
+
+# --- failures ------------------------------------------------------------------------------------------
+
+
+def test_sigkill_mid_trial_fails_it_and_retries_its_params(tmp_path, any_url):
+    config = slow_config(tmp_path, n_trials=4)
+    a = Proc(tmp_path, config, any_url, 0)
+    victim = wait_for(running_in_fit(any_url, a.pid), what="worker 0 inside fit")
+    b = Proc(tmp_path, config, any_url, 1)
+    a.kill(signal.SIGKILL)
+    assert a.wait(30) == -signal.SIGKILL
+    killed_at = time.monotonic()
+    assert b.wait(600) == 0, b.text()
+    trials = audit(any_url, 4)
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert [t.number for t in failed] == [victim.number]
+    retry = [t for t in trials if t.user_attrs.get("retry_of") == victim.number]
+    assert len(retry) == 1 and retry[0].params == victim.params and retry[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    recovered = (retry[0].datetime_start - failed[0].datetime_start).total_seconds()
+    print(f"recovery: the retry of trial {victim.number} started {recovered:.1f}s after the killed trial began "
+          f"({time.monotonic() - killed_at:.1f}s to finish the study after the kill)")
+
+
+def test_worker_killed_before_its_first_heartbeat_is_reaped(tmp_path, any_url):
+    """A RUNNING trial with no heartbeat at all (what a worker killed right after creating it leaves)."""
+    config = slow_config(tmp_path, n_trials=3)
+    cfg = load_config(config)
+    url = any_url
+    splits = prepare_worker(cfg, url, verbose=False)
+    Worker(cfg, url, splits)  # creates the study
+    storage = open_storage(url)
+    study = optuna.load_study(study_name="par", storage=storage)
+    orphan = storage.create_new_trial(study._study_id)  # RUNNING, never a heartbeat
+    w = Proc(tmp_path, config, url, 0)
+    assert w.wait(600) == 0, w.text()
+    audit(url, 3)
+    assert storage.get_trial(orphan).state == TrialState.FAIL
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
+def test_signal_inside_lightning_fit_fails_the_trial_and_exits_cleanly(tmp_path, sig, code):
+    config = slow_config(tmp_path, n_trials=3)
+    url = sqlite_url(tmp_path)
+    w = Proc(tmp_path, config, url, 0)
+    victim = wait_for(running_in_fit(url, w.pid), what="a trial inside fit")
+    w.kill(sig)
+    assert w.wait(60) == code, w.text()
+    assert "Traceback" not in w.text()
+    study = load(url)
+    t = study.trials[victim.number]
+    assert t.state == TrialState.FAIL and t.user_attrs["end_reason"] == f"interrupted by {signal.Signals(sig).name}"
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert len(waiting) == 1 and waiting[0].params == victim.params, "its params wait in the queue"
+    again = Proc(tmp_path, config, url, 1)
+    assert again.wait(600) == 0, again.text()
+    trials = audit(url, 3)
+    assert any(x.user_attrs.get("retry_of") == victim.number for x in trials)
+
+
+def test_stalled_worker_drops_its_failed_trial_and_carries_on(tmp_path, any_url):
+    config = slow_config(tmp_path, n_trials=5)
+    a = Proc(tmp_path, config, any_url, 0)
+    victim = wait_for(running_in_fit(any_url, a.pid), what="worker 0 inside fit")
+    a.kill(signal.SIGSTOP)
+    b = Proc(tmp_path, config, any_url, 1)
+    wait_for(lambda: load(any_url).trials[victim.number].state == TrialState.FAIL, timeout=120, what="the peer to fail the stalled trial")
+    a.kill(signal.SIGCONT)
+    assert a.wait(600) == 0, a.text()
+    assert b.wait(600) == 0, b.text()
+    assert "dropped" in a.text()
+    trials = audit(any_url, 5)
+    assert sum(t.state == TrialState.FAIL for t in trials) == 1
+
+
+def test_database_restart_mid_trial(tmp_path):
+    require(pg_available() or Path("/usr/lib/postgresql").is_dir(), "PostgreSQL server binaries are not installed")
+    server = PrivatePostgres()
+    try:
+        url = server.url()
+        config = slow_config(tmp_path, n_trials=5, extra="[workers]\nheartbeat_interval = 1\ngrace_period = 20\n")
+        workers = [Proc(tmp_path, config, url, i) for i in range(2)]
+        wait_for(running_in_fit(url), what="a trial inside fit")
+        server.restart(down_s=3)
+        codes = [w.wait(600) for w in workers]
+        assert codes == [0, 0], "\n".join(w.text()[-2000:] for w in workers)
+        trials = audit(url, 5)
+        assert not [t for t in trials if t.state == TrialState.FAIL], "no trial lost to the restart"
+        logs = "".join(w.text() for w in workers)
+        assert "storage unavailable" in logs, "the workers did see the outage and retried"
+    finally:
+        server.close()
+
+
+def test_out_of_memory_and_nan_loss_are_recorded_and_survived(tiny_config):
+    path = tiny_config(n_trials=4, pruner="none", pruner_extra="", sampler="random", sampler_extra="")
+    config = load_config(path)
+    url = f"sqlite:///{path.with_suffix('.db')}"
+    splits = prepare_worker(config, url, verbose=False)
+    worker = Worker(config, url, splits)
+    worker.study.enqueue_trial({"lr": 3e4})  # a real divergence: the loss becomes inf/NaN
+    original = worker.objective.fit
+    calls = {"n": 0}
+
+    def fit_with_injected_oom(trial, p, callbacks=None):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second trial: what a too-large batch does on a GPU
+            big = torch.empty(50_000_000)  # memory the failed trial holds when it dies
+            del big
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (injected on CPU)")
+        return original(trial, p, callbacks)
+
+    worker.objective.fit = fit_with_injected_oom
+    summary = worker.run(n_trials=4, timeout=0)
+    trials = worker.study.trials
+    assert trials[0].state == TrialState.PRUNED and trials[0].user_attrs["end_reason"].startswith("diverged")
+    assert trials[1].state == TrialState.FAIL and trials[1].user_attrs["end_reason"].startswith("out of memory")
+    assert summary.finished == 4 and summary.failed == 1
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 4
+
+
+def test_password_never_shows(tmp_path, pg_db, monkeypatch):
+    secret = "s3cr3t-pw-71"
+    url = pg_db.replace("postgres@", f"postgres:{secret}@")  # trust auth: accepted, never needed
+    config = write_config(tmp_path, n_trials=2, epochs=1, train_subset=64, val_subset=32, extra=FAST)
+    env = {**os.environ, "BONAS_TEST_URL": url}
+    proc = subprocess.run([str(BIN / "bonas"), "search", str(config), "--storage", "${BONAS_TEST_URL}", "-v"],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert secret not in proc.stdout + proc.stderr
+    study = load(url)
+    assert secret not in json.dumps(study.user_attrs) + json.dumps([t.user_attrs for t in study.trials])
+    assert "***" in study.user_attrs["bonas:config"]["storage"]
+    bad = subprocess.run([str(BIN / "bonas"), "trials", str(config), "--storage", f"postgresql://u:{secret}@127.0.0.1:1/x"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and secret not in bad.stdout + bad.stderr and "Traceback" not in bad.stderr
+    monkeypatch.setenv("BONAS_STORAGE", url)
+    assert main(["trials", str(config)]) == 0
+
+
+# --- several hosts ------------------------------------------------------------------------------------
+
+
+def _netns_possible() -> bool:
+    if os.geteuid() != 0 or not Path("/usr/sbin/ip").exists() and not Path("/sbin/ip").exists() and not Path("/usr/bin/ip").exists():
+        return False
+    probe = subprocess.run(["ip", "netns", "add", "bonas-probe"], capture_output=True)
+    subprocess.run(["ip", "netns", "del", "bonas-probe"], capture_output=True)
+    return probe.returncode == 0
+
+
+def sh(*cmd: str) -> None:
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+def test_workers_on_separate_hosts_and_a_cut_link(tmp_path):
+    """Two 'hosts' (network namespaces joined by veth pairs) run workers against a PostgreSQL that listens
+    on the veth addresses; one host's link is cut mid-trial and its trial is recovered like a killed one."""
+    require(_netns_possible(), "needs root and iproute2 to create network namespaces")
+    hosts = {"h1": ("10.231.1.1", "10.231.1.2"), "h2": ("10.231.2.1", "10.231.2.2")}
+    made = []
+    server = None
+    try:
+        for name, (outside, inside) in hosts.items():
+            ns, veth = f"bonas-{name}", f"bn-{name}"
+            sh("ip", "netns", "add", ns)
+            made.append((ns, veth))
+            sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+            sh("ip", "addr", "add", f"{outside}/24", "dev", veth)
+            sh("ip", "link", "set", veth, "up")
+            sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"{inside}/24", "dev", "eth0")
+            sh("ip", "netns", "exec", ns, "ip", "link", "set", "eth0", "up")
+            sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+        server = PrivatePostgres(listen=",".join(o for o, _ in hosts.values()), hba_net="10.231.0.0/16")
+        config = slow_config(tmp_path, n_trials=4, extra="[workers]\nheartbeat_interval = 1\ngrace_period = 5\n")
+        h1 = Proc(tmp_path, config, server.url(hosts["h1"][0]), 0, netns="bonas-h1")
+        local = server.url(hosts["h1"][0])  # the test itself reaches the server from the root namespace
+        victim = wait_for(running_in_fit(local, h1.pid), timeout=180, what="host 1 inside fit")
+        h2 = Proc(tmp_path, config, server.url(hosts["h2"][0]), 1, netns="bonas-h2")
+        sh("ip", "link", "set", "bn-h1", "down")  # host 1 drops off the network mid-trial
+        cut = time.monotonic()
+        wait_for(lambda: load(local).trials[victim.number].state == TrialState.FAIL, timeout=120, what="host 2 to fail host 1's trial")
+        reaped_after = time.monotonic() - cut
+        assert h2.wait(600) == 0, h2.text()
+        sh("ip", "link", "set", "bn-h1", "up")  # the link comes back: host 1 drops its dead trial and stops
+        assert h1.wait(600) == 0, h1.text()
+        trials = audit(local, 4)
+        retry = [t for t in trials if t.user_attrs.get("retry_of") == victim.number]
+        assert len(retry) == 1 and retry[0].params == victim.params
+        assert "bonas-h2" not in h1.text()
+        print(f"host 1's trial {victim.number} was failed by host 2 {reaped_after:.1f}s after the link was cut")
+    finally:
+        if server is not None:
+            server.close()
+        for ns, veth in made:
+            subprocess.run(["ip", "link", "del", veth], capture_output=True)
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
