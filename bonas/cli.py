@@ -41,7 +41,7 @@ def _add_storage(p: argparse.ArgumentParser) -> None:
 def _load_for_run(args: argparse.Namespace):
     """Config + overrides + storage URL, all validated before anything is written."""
     from bonas.config import load_config
-    from bonas.study import check_storage_url, find_config, resolve_storage
+    from bonas.study import check_storage_url, find_config, resolve_storage, warm_start_params
 
     config = load_config(find_config(args.config))
     if args.n_trials is not None:
@@ -50,9 +50,12 @@ def _load_for_run(args: argparse.Namespace):
         config.budget.timeout = args.timeout
     if getattr(args, "data_dir", None):
         config.data.dir = args.data_dir
+    if getattr(args, "threads", None):
+        os.environ["BONAS_THREADS"] = str(args.threads)  # inherited by spawned workers
     url = resolve_storage(config, args.storage)
     check_storage_url(url, "--storage" if args.storage else config.path)
     check_writable(url)
+    warm_start_params(config)  # a broken warm-start file or missing source study fails here, before anything exists
     return config, url
 
 
@@ -92,6 +95,7 @@ class Search:
         p.add_argument("--n-trials", type=_positive_int, help="the study's total trial budget (overrides the config)")
         p.add_argument("--timeout", type=_seconds, help="the study's total time budget in seconds (overrides the config)")
         p.add_argument("--workers", type=_positive_int, default=1, help="local worker processes sharing the study (default 1)")
+        p.add_argument("--threads", type=_positive_int, help="torch threads per worker (default: CPU cores / workers)")
         p.add_argument("--data-dir", help="where data sets are found or downloaded (default $BONAS_DATA_DIR or ~/.cache/bonas)")
         _add_storage(p)
         p.add_argument("-v", "--verbose", action="store_true", help="Lightning's progress bars and logs, Optuna's trial logs")
@@ -193,6 +197,7 @@ class WorkerCmd:
         p.add_argument("--n-trials", type=_positive_int, help="the study's total trial budget (overrides the config)")
         p.add_argument("--timeout", type=_seconds, help="the study's total time budget in seconds")
         p.add_argument("--index", type=int, help="this worker's index, seeds its sampler (default: from host and pid)")
+        p.add_argument("--threads", type=_positive_int, help="torch threads (default: all CPU cores)")
         p.add_argument("--data-dir", help="where data sets are found or downloaded")
         _add_storage(p)
         p.add_argument("-v", "--verbose", action="store_true")
@@ -392,6 +397,71 @@ class Compare:
         return 0
 
 
+class Retrain:
+    help = "retrain a trial (default: the best) on train + validation, test it once, save a checkpoint"
+
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("study", help="a study config (.toml) or the name of studies/<name>.toml")
+        p.add_argument("--trial", type=int, help="trial number (default: the best completed trial)")
+        p.add_argument("--epochs", type=_positive_int, help="epochs (default: 3x the search's epochs per trial)")
+        p.add_argument("--full-data", action="store_true", help="ignore the search's train/val subsets: use the whole training set")
+        p.add_argument("--out", help="checkpoint path (default checkpoints/<study>-trial<N>.pt)")
+        p.add_argument("--data-dir", help="where data sets are found or downloaded")
+        _add_storage(p)
+        p.add_argument("-v", "--verbose", action="store_true")
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        from bonas.retrain import format_result, retrain
+        from bonas.study import open_existing
+        from bonas.train import quiet_lightning, set_threads
+
+        opened = open_existing(args.study, args.storage)
+        if args.data_dir:
+            opened.config.data.dir = args.data_dir
+        set_threads()
+        quiet_lightning(args.verbose)
+        print(format_result(retrain(opened, args.trial, args.epochs, args.full_data, args.out, args.verbose)))
+        return 0
+
+
+class Export:
+    help = "export a checkpoint as TorchScript, torch.export (.pt2) or ONNX; reloads it and checks its outputs"
+
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("checkpoint", help="a checkpoint from bonas retrain (or a kept trial's weights artifact)")
+        p.add_argument("--format", required=True, choices=["torchscript", "exported", "onnx"])
+        p.add_argument("--out", help="output path (default: beside the checkpoint)")
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        from bonas.export import export
+
+        path, diff = export(args.checkpoint, args.format, args.out)
+        print(f"{args.format}: {path} (reloaded; max |difference| from the checkpoint {diff:.2e}); input: float images in [0, 1]")
+        return 0
+
+
+class Predict:
+    help = "classify image files with a checkpoint"
+
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("checkpoint")
+        p.add_argument("images", nargs="+")
+        p.add_argument("--top", type=_positive_int, default=3, help="classes shown per image (default 3)")
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        from bonas.export import predict
+
+        for path, ranking in predict(args.checkpoint, args.images, args.top):
+            print(f"{path}: " + ", ".join(f"{c} {p:.3f}" for c, p in ranking))
+        return 0
+
+
 COMMANDS = {
     "search": Search,
     "worker": WorkerCmd,
@@ -401,6 +471,9 @@ COMMANDS = {
     "dashboard": Dashboard,
     "report": Report,
     "compare": Compare,
+    "retrain": Retrain,
+    "export": Export,
+    "predict": Predict,
 }
 
 

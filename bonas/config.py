@@ -122,11 +122,19 @@ class SpaceConfig:
 
 @dataclass
 class ObjectiveConfig:
-    metrics: list[str] = field(default_factory=lambda: ["val_acc"])  # val_acc, then params|flops|latency
-    max_params: int = 0  # skip (infeasible) architectures above this many parameters; 0 = no limit
+    metrics: list[str] = field(default_factory=lambda: ["val_acc"])  # val_acc, or val_acc + params|flops|latency
+    max_params: int = 0  # architectures above this many parameters are infeasible, never trained; 0 = no limit
     max_flops: float = 0.0  # likewise for FLOPs per image; 0 = no limit
-    max_latency_ms: float = 0.0  # trials slower than this at batch 1 are infeasible; 0 = no limit
-    prune_percentile: float = 50.0  # multi-objective pruning: below this percentile of cheaper trials
+    max_latency_ms: float = 0.0  # likewise for batch-1 inference latency on the training device; 0 = no limit
+    latency_time_s: float = 0.05  # timing per batch size (1 and 64), per trial; 0 = measure only when needed
+    prune_percentile: float = 50.0  # multi-objective pruning: stop below this percentile of no-costlier trials
+
+
+@dataclass
+class WarmStartConfig:
+    file: str = ""  # a TOML file of [[trial]] tables (params), enqueued when the study is created
+    from_study: str = ""  # a study name or config whose top_k trials are enqueued when this one is created
+    top_k: int = 5  # how many of from_study's best completed trials
 
 
 @dataclass
@@ -159,6 +167,7 @@ class StudyConfig:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     workers: WorkersConfig = field(default_factory=WorkersConfig)
     artifacts: ArtifactsConfig = field(default_factory=ArtifactsConfig)
+    warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
     path: str = field(default="", metadata={"internal": True})  # the file it came from
 
     def to_dict(self) -> dict[str, Any]:
@@ -388,6 +397,10 @@ def _validate(c: StudyConfig, raw: dict[str, Any], source: str) -> None:
             fail(f"objective.{key}", f"must be >= 0 (0 = no limit), got {getattr(o, key)}")
     if not 0.0 < o.prune_percentile < 100.0:
         fail("objective.prune_percentile", f"must be between 0 and 100, got {o.prune_percentile}")
+    if o.latency_time_s < 0:
+        fail("objective.latency_time_s", f"must be >= 0 seconds, got {o.latency_time_s}")
+    if c.warm_start.top_k < 1:
+        fail("warm_start.top_k", f"must be >= 1, got {c.warm_start.top_k}")
 
     if c.artifacts.keep_top_k < 0:
         fail("artifacts.keep_top_k", f"must be >= 0 (0 = keep no weights), got {c.artifacts.keep_top_k}")

@@ -8,7 +8,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from bonas.objective import ATTR_ARCH_LINE, ATTR_EPOCHS, ATTR_FLOPS, ATTR_PARAMS, ATTR_REASON
+from bonas.objective import ATTR_ARCH_LINE, ATTR_EPOCHS, ATTR_FLOPS, ATTR_INFEASIBLE, ATTR_PARAMS, ATTR_REASON, ATTR_REUSED
 
 STATE_ORDER = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.RUNNING: 2, TrialState.WAITING: 3, TrialState.FAIL: 4}
 
@@ -32,9 +32,33 @@ def val_acc(t: FrozenTrial) -> float | None:
     return None
 
 
+def feasible(t: FrozenTrial) -> bool:
+    return all(v <= 0 for v in t.constraints.values())
+
+
+def rankable(t: FrozenTrial) -> bool:
+    """A COMPLETE trial that was trained, within its constraints (reused trials repeat another's result)."""
+    return t.state == TrialState.COMPLETE and feasible(t) and ATTR_REUSED not in t.user_attrs
+
+
 def ranked(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    """COMPLETE by accuracy, then PRUNED by their last accuracy, then the rest by number."""
-    return sorted(trials, key=lambda t: (STATE_ORDER.get(t.state, 5), -(val_acc(t) or 0.0), t.number))
+    """Trained feasible COMPLETE by accuracy, then reused/infeasible ones, then PRUNED by their last
+    accuracy, then the rest by number."""
+    def key(t: FrozenTrial):
+        order = STATE_ORDER.get(t.state, 5) + (0 if t.state != TrialState.COMPLETE or rankable(t) else 0.5)
+        return (order, -(val_acc(t) or 0.0), t.number)
+
+    return sorted(trials, key=key)
+
+
+def annotation(t: FrozenTrial) -> str:
+    if ATTR_REUSED in t.user_attrs:
+        return f"  [reused #{t.user_attrs[ATTR_REUSED]}]"
+    if not feasible(t) or ATTR_INFEASIBLE in t.user_attrs:
+        return f"  [{t.user_attrs.get(ATTR_REASON, 'infeasible')}]"
+    if t.state == TrialState.FAIL and t.user_attrs.get(ATTR_REASON):
+        return f"  [{t.user_attrs[ATTR_REASON]}]"
+    return ""
 
 
 def leaderboard(study: optuna.Study, top: int | None = None, states: tuple[TrialState, ...] | None = None) -> str:
@@ -44,14 +68,11 @@ def leaderboard(study: optuna.Study, top: int | None = None, states: tuple[Trial
     lines = [header]
     rank = 0
     for t in rows:
-        if t.state == TrialState.COMPLETE:
-            rank += 1
+        rank += rankable(t)
         acc = val_acc(t)
-        arch = t.user_attrs.get(ATTR_ARCH_LINE, "")
-        if t.state == TrialState.FAIL and t.user_attrs.get(ATTR_REASON):
-            arch = f"{arch}  [{t.user_attrs[ATTR_REASON]}]"
+        arch = t.user_attrs.get(ATTR_ARCH_LINE, "") + annotation(t)
         lines.append(
-            f"{rank if t.state == TrialState.COMPLETE else '-':>4} {t.number:>5} {t.state.name:<8} "
+            f"{rank if rankable(t) else '-':>4} {t.number:>5} {t.state.name:<8} "
             f"{'-' if acc is None else f'{acc:.4f}':>7} {si(t.user_attrs.get(ATTR_PARAMS)):>7} "
             f"{si(t.user_attrs.get(ATTR_FLOPS)):>7} {t.user_attrs.get(ATTR_EPOCHS, '-'):>6}  {arch}"
         )
@@ -69,11 +90,31 @@ def state_counts(study: optuna.Study) -> dict[str, int]:
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    """The most accurate trained, feasible, completed trial (first of equals)."""
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if rankable(t)]
     return max(complete, key=lambda t: (t.values[0], -t.number)) if complete else None
 
 
+def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Multi-objective: the trained, feasible trials no other one beats on both accuracy and cost."""
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if rankable(t)]
+    front, best = [], -1.0
+    for t in sorted(complete, key=lambda t: (t.values[1], -t.values[0], t.number)):
+        if t.values[0] > best:
+            front.append(t)
+            best = t.values[0]
+    return front
+
+
 def describe_best(study: optuna.Study) -> str:
+    if len(study.directions) > 1:
+        front = pareto_trials(study)
+        if not front:
+            return f"study {study.study_name!r} has no completed trial yet"
+        cost = study.metric_names[1] if study.metric_names else "cost"
+        lines = [f"Pareto front of study {study.study_name!r} ({len(front)} trials; val_acc up, {cost} down):"]
+        lines += [f"  trial {t.number:>4}  val_acc {t.values[0]:.4f}  {cost} {si(t.values[1]):>7}  {t.user_attrs.get(ATTR_ARCH_LINE, '')}" for t in front]
+        return "\n".join(lines)
     t = best_trial(study)
     if t is None:
         return f"study {study.study_name!r} has no completed trial yet"
@@ -113,7 +154,7 @@ class Progress:
         done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
         pruned = sum(t.state == TrialState.PRUNED for t in trials)
         failed = sum(t.state == TrialState.FAIL for t in trials)
-        best = max((t.values[0] for t in trials if t.state == TrialState.COMPLETE), default=None)
+        best = max((t.values[0] for t in trials if rankable(t)), default=None)
         new = [t for t in trials if t.state.is_finished() and t.number not in self.seen]
         self.seen.update(t.number for t in new)
         if self.bar is not None:
@@ -123,7 +164,7 @@ class Progress:
             return
         for t in sorted(new, key=lambda t: t.number):
             acc = val_acc(t)
-            reason = t.user_attrs.get(ATTR_REASON, "") if t.state != TrialState.COMPLETE else ""
+            reason = t.user_attrs.get(ATTR_REASON, "")
             print(
                 f"trial {t.number:>3} {t.state.name:<8} val_acc {'-' if acc is None else f'{acc:.4f}'} "
                 f"params {si(t.user_attrs.get(ATTR_PARAMS))} epochs {t.user_attrs.get(ATTR_EPOCHS, '-')} "

@@ -102,3 +102,22 @@ def format_summary(rows: list[LayerRow]) -> str:
     total_f = sum(r.flops for r in rows)
     lines.append(f"{'total':<50}{total_p:>10,}{total_f:>14,}")
     return "\n".join(lines)
+
+
+def measure_latency(net: nn.Module, input_shape: tuple[int, int, int], batch: int, device: torch.device | str = "cpu",
+                    min_time_s: float = 0.1) -> float:
+    """Median milliseconds of one inference batch (eval mode, no grad), warmed up, on ``device``.
+
+    ``torch.utils.benchmark`` runs the warm-up, synchronises CUDA and repeats in blocks for at least
+    ``min_time_s``; the median of the blocks is reported.
+    """
+    from torch.utils import benchmark
+
+    was_training = net.training
+    net.eval()
+    x = torch.zeros(batch, *input_shape, device=device)
+    with torch.no_grad():
+        timer = benchmark.Timer(stmt="net(x)", globals={"net": net, "x": x}, num_threads=torch.get_num_threads())
+        result = timer.blocked_autorange(min_run_time=min_time_s)
+    net.train(was_training)
+    return result.median * 1000.0

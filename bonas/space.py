@@ -112,25 +112,33 @@ def specs_from_params(
     return suggest_arch(trial, space, input_shape), suggest_training(trial, training, data)
 
 
-def enumerate_archs(space: SpaceConfig, input_shape: tuple[int, int, int], limit: int = 100_000) -> list[ArchSpec]:
-    """Every distinct architecture of an all-categorical space (e.g. the article's 27).
+def enumerate_params(space: SpaceConfig, input_shape: tuple[int, int, int], limit: int = 100_000) -> list[dict[str, Any]]:
+    """Every parameter assignment of an all-categorical space (e.g. the article's 27), in a stable order.
 
     Walks the define-by-run tree: a parameter that only exists on some branches is only enumerated
     there. Raises ValueError on a continuous parameter or past ``limit`` leaves.
     """
-    found: dict[str, ArchSpec] = {}
+    leaves: list[dict[str, Any]] = []
     pending: list[dict[str, Any]] = [{}]
     while pending:
-        fixed = pending.pop()
-        probe = _ProbeTrial(fixed)
+        fixed = pending.pop(0)
         try:
-            spec = suggest_arch(probe, space, input_shape)
+            suggest_arch(_ProbeTrial(fixed), space, input_shape)
         except _Branch as branch:
             pending.extend({**fixed, branch.name: v} for v in branch.values)
             continue
-        found.setdefault(spec.to_json(), spec)
-        if len(found) > limit:
+        leaves.append(fixed)
+        if len(leaves) > limit:
             raise ValueError(f"more than {limit} architectures")
+    return leaves
+
+
+def enumerate_archs(space: SpaceConfig, input_shape: tuple[int, int, int], limit: int = 100_000) -> list[ArchSpec]:
+    """The distinct architectures of an all-categorical space."""
+    found: dict[str, ArchSpec] = {}
+    for params in enumerate_params(space, input_shape, limit):
+        spec = suggest_arch(optuna.trial.FixedTrial(params), space, input_shape)
+        found.setdefault(spec.to_json(), spec)
     return list(found.values())
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
 
 from bonas.config import COMPARABLE_SECTIONS, StudyConfig, config_from_dict, load_config
 from bonas.errors import ConfigError, StorageError, StudyError
@@ -295,8 +296,47 @@ def stored_config(study: optuna.Study) -> dict[str, Any] | None:
     return study.user_attrs.get(ATTR_CONFIG)
 
 
+def read_trials_file(path: Path) -> list[dict[str, Any]]:
+    """A TOML file of ``[[trial]]`` tables, each a set of params to enqueue (e.g. studies/seed-archs.toml)."""
+    import tomllib
+
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such warm-start file (warm_start.file)") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read warm-start file: {err}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: TOML syntax error: {err}") from None
+    unknown = set(raw) - {"trial"}
+    if unknown or not isinstance(raw.get("trial", []), list):
+        raise ConfigError(f"{path}: expected only [[trial]] tables of params, found {sorted(unknown) or 'trial = ' + repr(raw.get('trial'))}")
+    for i, t in enumerate(raw.get("trial", [])):
+        for k, v in t.items():
+            if not isinstance(v, (int, float, str, bool)):
+                raise ConfigError(f"{path}: trial[{i}].{k}: a param value must be a number, string or boolean, got {v!r}")
+    return raw.get("trial", [])
+
+
+def warm_start_params(config: StudyConfig) -> list[dict[str, Any]]:
+    """The params to enqueue when the study is created: the warm-start file, then another study's top k."""
+    w = config.warm_start
+    params: list[dict[str, Any]] = []
+    if w.file:
+        base = Path(config.path).parent if config.path and not config.path.startswith("<") else Path(".")
+        path = Path(w.file) if Path(w.file).is_absolute() else base / w.file
+        params += read_trials_file(path)
+    if w.from_study:
+        other = open_existing(w.from_study).study
+        complete = [t for t in other.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                    if all(v <= 0 for v in t.constraints.values()) and "reused_from" not in t.user_attrs]
+        complete.sort(key=lambda t: (-t.values[0], t.number))
+        params += [dict(t.params) for t in complete[: w.top_k]]
+    return params
+
+
 def create_or_resume(config: StudyConfig, storage: RDBStorage, url: str, data_info: dict[str, Any], seed: int | None = None) -> optuna.Study:
-    """Create the study with its records, or resume it after checking the config still matches."""
+    """Create the study with its records (and warm start), or resume it after checking the config matches."""
     stored = config.to_dict()
     stored["storage"] = mask_url(url)
     kwargs = dict(study_name=config.name, storage=storage, sampler=make_sampler(config, seed), pruner=make_pruner(config))
@@ -313,6 +353,8 @@ def create_or_resume(config: StudyConfig, storage: RDBStorage, url: str, data_in
         study.set_user_attr(ATTR_ENV, environment_info())
         study.set_user_attr(ATTR_DATA, data_info)
         study.set_metric_names(config.objective.metrics)
+        for params in warm_start_params(config):
+            study.enqueue_trial(params, skip_if_exists=True)
         return study
     check_resumable(config, study, url)
     return study

@@ -53,6 +53,10 @@ class Classifier(pl.LightningModule):
         self._loss_sum += loss.detach().float()  # checked once per epoch: no host sync per step
         return loss
 
+    def on_train_epoch_end(self) -> None:
+        if not torch.isfinite(self._loss_sum):  # also without a validation loop (retraining)
+            raise NonFiniteLoss(f"training loss is {self._loss_sum.item()} at epoch {self.current_epoch}")
+
     def on_validation_epoch_start(self) -> None:
         if self.trainer.training and not torch.isfinite(self._loss_sum):
             raise NonFiniteLoss(f"training loss is {self._loss_sum.item()} at epoch {self.current_epoch}")
@@ -128,6 +132,8 @@ def quiet_lightning(verbose: bool) -> None:
     level = logging.INFO if verbose else logging.WARNING
     for name in ("lightning.pytorch", "lightning.fabric", "lightning", "pytorch_lightning"):
         logging.getLogger(name).setLevel(level)
+    # torch.utils.benchmark (latency) imports cpp_extension, which warns about a missing CUDA toolkit
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.INFO if verbose else logging.ERROR)
     if not verbose:
         warnings.filterwarnings("ignore", module=r"lightning(\.|$)")
         warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
@@ -136,8 +142,9 @@ def quiet_lightning(verbose: bool) -> None:
 
 
 def set_threads(n_workers: int = 1) -> int:
-    """Split the machine's cores between local workers; returns torch's intra-op thread count."""
+    """Split the machine's cores between local workers (or $BONAS_THREADS each, set by --threads);
+    returns torch's intra-op thread count."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = max(1, cores // max(1, n_workers))
+    threads = int(os.environ.get("BONAS_THREADS") or 0) or max(1, cores // max(1, n_workers))
     torch.set_num_threads(threads)
     return threads

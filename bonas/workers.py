@@ -37,7 +37,7 @@ from bonas.config import StudyConfig
 from bonas.dashboard import note_markdown, study_note, write_note
 from bonas.data import Splits, load_splits
 from bonas.errors import BonasError, StorageError, StudyError
-from bonas.objective import ATTR_EPOCHS, ATTR_REASON, Objective, TrialAbandoned
+from bonas.objective import ATTR_CURVE, ATTR_EPOCHS, ATTR_REASON, ATTR_REUSED, Infeasible, Objective, Reused, TrialAbandoned
 from bonas.storage import CONNECT_RETRY_S, RETRY_FOR_S, BonasStorage, retrying
 from bonas.study import connect_args, create_or_resume, mask_url, sqlite_path, storage_for, stored_config
 from bonas.train import NonFiniteLoss, quiet_lightning, set_threads
@@ -364,6 +364,11 @@ class Worker:
             if guard.signum is not None:
                 raise Interrupted(guard.signum)
             return TrialState.COMPLETE, self.objective(trial), "completed"
+        except Infeasible as err:  # never trained: the worst accuracy, its real cost
+            trial.set_user_attr(ATTR_EPOCHS, 0)
+            return TrialState.COMPLETE, self._values(0.0, self.objective.last), str(err)
+        except Reused as err:
+            return self._reuse(trial, err.source)
         except optuna.TrialPruned:
             reported = trial.storage.get_trial(trial._trial_id).intermediate_values
             if not reported:
@@ -391,20 +396,38 @@ class Worker:
         finally:
             guard.in_trial = False
 
-    def _record_outcome(self, trial: optuna.Trial, state: TrialState, value: float | None, reason: str) -> bool:
+    def _values(self, acc: float, p) -> float | tuple[float, float]:
+        return (acc, p.cost(self.config.objective.metrics[1])) if self.objective.multi else acc
+
+    def _reuse(self, trial: optuna.Trial, source: optuna.trial.FrozenTrial) -> tuple[TrialState, Any, str]:
+        """Stand in the identical finished trial's result: same state, values, learning curve."""
+        trial.set_user_attr(ATTR_REUSED, source.number)
+        trial.set_user_attr(ATTR_EPOCHS, 0)
+        if ATTR_CURVE in source.user_attrs:
+            trial.set_user_attr(ATTR_CURVE, source.user_attrs[ATTR_CURVE])
+        if not self.objective.multi:
+            for step, v in sorted(source.intermediate_values.items()):
+                trial.report(v, step)
+        values = tuple(source.values) if source.values else None
+        if source.state == TrialState.COMPLETE:
+            return TrialState.COMPLETE, values if self.objective.multi else values[0], f"reused trial {source.number}: identical specs"
+        return TrialState.PRUNED, None, f"reused trial {source.number} (pruned): identical specs"
+
+    def _record_outcome(self, trial: optuna.Trial, state: TrialState, value: Any, reason: str) -> bool:
         """Before tell: the reason, the dashboard note, and the artifacts of a top-k trial."""
-        if state != TrialState.COMPLETE:
+        if reason != "completed":
             trial.set_user_attr(ATTR_REASON, reason)
         p, module = self.objective.last, self.objective.last_module
         kept = False
         if state == TrialState.COMPLETE and p is not None and module is not None:
             try:
-                kept = self.keeper.keep(self.study, trial, value, p, module, self.objective.splits)
+                acc = value[0] if isinstance(value, tuple) else value
+                kept = self.keeper.keep(self.study, trial, acc, p, module, self.objective.splits)
             except OSError as err:  # a full disk must not cost the trial its result
                 log.warning("trial %d: artifacts not saved: %s", trial.number, err)
         attrs = trial.user_attrs
         body = note_markdown(
-            trial.number, state.name, value, p.arch.describe() if p else None, p.rows if p else None,
+            trial.number, state.name, value[0] if isinstance(value, tuple) else value, p.arch.describe() if p else None, p.rows if p else None,
             attrs.get(ATTR_EPOCHS), self.config.training.max_epochs, reason, p.train.to_dict() if p else None,
             attrs.get("train_seconds"), kept,
         )

@@ -1,0 +1,98 @@
+"""Warm starts (a TOML list, another study's top k) and identical proposals reused instead of retrained."""
+
+from __future__ import annotations
+
+import pytest
+from optuna.trial import TrialState
+
+from bonas.cli import main
+from bonas.config import load_config
+from bonas.space import enumerate_params
+from bonas.study import open_existing, read_trials_file
+from tests.conftest import ROOT, tiny_config_text
+
+
+def test_the_articles_27_as_a_warm_start_file_match_the_space():
+    seed = load_config(ROOT / "studies" / "seed.toml")
+    listed = read_trials_file(ROOT / "studies" / "warm-start" / "seed-archs.toml")
+    assert listed == enumerate_params(seed.space, (1, 8, 8))
+    assert len(listed) == 27
+
+
+def test_warm_start_file_is_enqueued_first(tmp_path):
+    (tmp_path / "warm").mkdir()
+    (tmp_path / "warm" / "list.toml").write_text('[[trial]]\nn_blocks = 1\nb0_width = 8\nlr = 0.02\n\n[[trial]]\nn_blocks = 2\nb0_width = 4\nb1_width = 8\n')
+    path = tmp_path / "w.toml"
+    path.write_text(tiny_config_text(name="w", n_trials=3, epochs=1) + '\n[warm_start]\nfile = "warm/list.toml"\n')
+    assert main(["search", str(path)]) == 0
+    trials = open_existing(str(path)).study.trials
+    assert trials[0].params["n_blocks"] == 1 and trials[0].params["b0_width"] == 8 and trials[0].params["lr"] == 0.02
+    assert trials[1].params["n_blocks"] == 2 and trials[1].params["b1_width"] == 8
+    assert len(trials) == 3
+
+
+def test_top_k_of_another_study(tmp_path):
+    source = tmp_path / "src.toml"
+    source.write_text(tiny_config_text(name="src", n_trials=4, epochs=1, pruner="none", pruner_extra=""))
+    assert main(["search", str(source)]) == 0
+    src = open_existing(str(source)).study
+    top = sorted(src.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: -t.values[0])[:2]
+    path = tmp_path / "dst.toml"
+    path.write_text(tiny_config_text(name="dst", n_trials=2, epochs=1) + f'\n[warm_start]\nfrom_study = "{source}"\ntop_k = 2\n')
+    assert main(["search", str(path)]) == 0
+    dst = open_existing(str(path)).study.trials
+    assert [t.params for t in dst] == [t.params for t in top]
+
+
+@pytest.mark.parametrize("body, fragment", [("[[trial]]\nn_blocks = [1]\n", "must be a number"), ("oops = 1\n", "only [[trial]]"), ("[[trial\n", "TOML syntax")])
+def test_bad_warm_start_file_is_one_line_and_writes_nothing(tmp_path, capsys, body, fragment):
+    (tmp_path / "bad.toml").write_text(body)
+    path = tmp_path / "w.toml"
+    path.write_text(tiny_config_text(name="w") + '\n[warm_start]\nfile = "bad.toml"\n')
+    assert main(["search", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and fragment in err and "bad.toml" in err
+    assert not (tmp_path / "w.db").exists()
+
+
+def test_identical_proposals_reuse_the_result(tmp_path, capsys):
+    """A 4-architecture space with fixed knobs and a random sampler: repeats are certain, and cost nothing."""
+    path = tmp_path / "dup.toml"
+    text = tiny_config_text(name="dup", n_trials=10, sampler="random", sampler_extra="", pruner="none", pruner_extra="", epochs=1)
+    text = text.replace("lr = [3e-3, 3e-2]", "lr = [0.01, 0.01]").replace("weight_decay = [1e-5, 1e-3]", "weight_decay = [1e-4, 1e-4]")
+    text = text.replace("n_blocks = [1, 2]", "n_blocks = [1, 1]").replace('heads = ["gap", "flatten"]', 'heads = ["flatten"]')
+    text = text.replace("batch_norm = [true, false]", "batch_norm = [true]").replace("dense_layers = [0, 1]", "dense_layers = [0, 0]")
+    path.write_text(text)  # widths {4, 8} x pooling {max, none}: 4 architectures
+    assert main(["search", str(path)]) == 0
+    out = capsys.readouterr().out
+    study = open_existing(str(path)).study
+    trials = study.trials
+    assert len(trials) == 10
+    reused = [t for t in trials if "reused_from" in t.user_attrs]
+    trained = [t for t in trials if "reused_from" not in t.user_attrs]
+    assert len(trained) <= 4 and len(reused) == 10 - len(trained) >= 6
+    by_number = {t.number: t for t in trials}
+    for t in reused:
+        src = by_number[t.user_attrs["reused_from"]]
+        assert "reused_from" not in src.user_attrs and src.params == t.params
+        assert t.values == src.values and t.user_attrs["epochs"] == 0 and "train_seconds" not in t.user_attrs
+        assert t.user_attrs["end_reason"].startswith(f"reused trial {src.number}")
+    assert out.count("[reused #") == len(reused), "the leaderboard says which results were reused"
+    assert len({t.user_attrs["spec_key"] for t in trained}) == len(trained)
+
+
+def test_reuse_can_be_switched_off(tmp_path):
+    path = tmp_path / "nodup.toml"
+    text = tiny_config_text(name="nodup", n_trials=3, sampler="random", sampler_extra="", pruner="none", pruner_extra="", epochs=1)
+    path.write_text(text + "\n[workers]\nreuse_duplicates = false\n")
+    config = load_config(path)
+    from bonas.study import resolve_storage
+    from bonas.workers import Worker, prepare_worker
+
+    url = resolve_storage(config)
+    worker = Worker(config, url, prepare_worker(config, url, verbose=False))
+    same = {"n_blocks": 1, "b0_width": 8, "b0_pool": "max", "b0_bn": True, "head": "flatten", "n_dense": 0, "lr": 0.02, "weight_decay": 1e-5}
+    for _ in range(3):
+        worker.study.enqueue_trial(same)
+    worker.run(n_trials=3, timeout=0)
+    assert all("reused_from" not in t.user_attrs and t.user_attrs["epochs"] == 1 for t in worker.study.trials)
