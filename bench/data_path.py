@@ -23,7 +23,8 @@ from torch.utils.data import DataLoader, Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bonas.config import DataConfig  # noqa: E402
-from bonas.data import Batches, Preprocess, load_raw, make_splits  # noqa: E402
+from bonas.data import Batches, Preprocess, make_splits  # noqa: E402
+from bonas.datasets import load_raw  # noqa: E402
 
 
 class PerSample(Dataset):

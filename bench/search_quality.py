@@ -59,7 +59,7 @@ def study_text(name: str, data: str, space: str, sampler: str, pruner: str, seed
     d = DATA[data]
     base = (ROOT / "studies" / ("seed.toml" if space == "seed" else "digits.toml")).read_text()
     lines = []
-    skip = False
+    skip = True  # the preset's top-level keys (name, dataset, ...) are set here
     for line in base.splitlines():  # keep [training], [space] (+ variants) of the preset; the rest is set here
         if line.startswith("["):
             skip = not (line.startswith("[training]") or line.startswith("[space]") or line.startswith("[[space.variants]]"))

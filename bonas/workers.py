@@ -369,10 +369,10 @@ class Worker:
             return TrialState.COMPLETE, self._values(0.0, self.objective.last), str(err)
         except Reused as err:
             return self._reuse(trial, err.source)
-        except optuna.TrialPruned:
+        except optuna.TrialPruned as err:
             reported = trial.storage.get_trial(trial._trial_id).intermediate_values
-            if not reported:
-                return TrialState.PRUNED, None, "pruned"
+            if not reported:  # multi-objective: bonas' own pruner says why
+                return TrialState.PRUNED, None, str(err) or "pruned"
             epoch = max(reported)
             return TrialState.PRUNED, None, f"pruned at epoch {epoch} (val_acc {reported[epoch]:.4f})"
         except NonFiniteLoss as err:

@@ -13,18 +13,8 @@ import torch
 
 from bonas.cli import main
 from bonas.config import DataConfig
-from bonas.data import (
-    DEBIAN_FASHION_MNIST,
-    Batches,
-    Preprocess,
-    balanced_subset,
-    channel_stats,
-    load_raw,
-    load_splits,
-    random_crop,
-    read_idx,
-    stratified_split,
-)
+from bonas.data import Batches, Preprocess, channel_stats, load_splits, random_crop
+from bonas.datasets import DEBIAN_FASHION_MNIST, balanced_subset, load_raw, read_idx, stratified_split
 from bonas.errors import DataError
 from tests.conftest import require, tiny_config_text
 
@@ -166,12 +156,12 @@ def test_decoded_tensors_are_cached(tmp_path, monkeypatch):
     first = load_raw("mnist", cfg(tmp_path))
     cached = list((tmp_path / "data" / "cache").glob("mnist-*.pt"))
     assert len(cached) == 1
-    import bonas.data
+    import bonas.datasets
 
     def no_decoding(*a, **k):
         raise AssertionError("decoded again despite the cache")
 
-    monkeypatch.setattr(bonas.data, "_decode_idx", no_decoding)
+    monkeypatch.setattr(bonas.datasets, "_decode_idx", no_decoding)
     second = load_raw("mnist", cfg(tmp_path))
     assert torch.equal(first.train_x, second.train_x)
 
