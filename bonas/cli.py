@@ -34,6 +34,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _add_study(p: argparse.ArgumentParser, name: str = "study") -> None:
+    p.add_argument(name, help="a study config (.toml) or the name of studies/<name>.toml")
+
+
+def _add_budget(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--n-trials", type=_positive_int, help="the study's total trial budget (overrides the config)")
+    p.add_argument("--timeout", type=_seconds, help="the study's total time budget in seconds (overrides the config)")
+    p.add_argument("--data-dir", help="where data sets are found or downloaded (default $BONAS_DATA_DIR or ~/.cache/bonas)")
+
+
 def _add_storage(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", metavar="URL", help="Optuna storage URL; overrides the config and $BONAS_STORAGE")
 
@@ -91,19 +101,17 @@ class Search:
 
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
-        p.add_argument("config", help="a study config (.toml) or the name of studies/<name>.toml")
-        p.add_argument("--n-trials", type=_positive_int, help="the study's total trial budget (overrides the config)")
-        p.add_argument("--timeout", type=_seconds, help="the study's total time budget in seconds (overrides the config)")
+        _add_study(p, "config")
+        _add_budget(p)
         p.add_argument("--workers", type=_positive_int, default=1, help="local worker processes sharing the study (default 1)")
         p.add_argument("--threads", type=_positive_int, help="torch threads per worker (default: CPU cores / workers)")
-        p.add_argument("--data-dir", help="where data sets are found or downloaded (default $BONAS_DATA_DIR or ~/.cache/bonas)")
         _add_storage(p)
         p.add_argument("-v", "--verbose", action="store_true", help="Lightning's progress bars and logs, Optuna's trial logs")
         p.add_argument("--top", type=int, default=10, help="leaderboard rows printed at the end (default 10)")
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from bonas.leaderboard import Progress, describe_best, leaderboard, state_counts
+        from bonas.leaderboard import Progress, leaderboard, state_counts
         from bonas.workers import EXIT_INTERRUPTED, Worker, budget_status, describe_url, prepare_worker
 
         config, url = _load_for_run(args)
@@ -115,7 +123,7 @@ class Search:
         study = worker.study
         done = budget_status(study, n_trials, timeout)
         if done:
-            print(f"study {config.name!r} is finished ({done.removeprefix('done: ')}); raise budget.n_trials or pass --n-trials to add more")
+            _say_finished(config, done)
         else:
             print(f"study {config.name!r}: {config.dataset}, {config.sampler.name} sampler, {config.pruner.name} pruner, "
                   f"budget {n_trials} trials{f' / {timeout:g}s' if timeout else ''}, storage {describe_url(url)}", flush=True)
@@ -133,25 +141,36 @@ class Search:
             if summary.stop_reason.startswith("stopped"):
                 print(leaderboard(study, top=args.top))
                 return 1
-        print()
-        print(leaderboard(study, top=args.top))
-        print()
-        print(describe_best(study))
-        _print_browse_hint(config, url)
+        _print_results(study, config, url, args.top)
         return 0
 
 
+def _say_finished(config, done: str) -> None:
+    print(f"study {config.name!r} is finished ({done.removeprefix('done: ')}); raise budget.n_trials or pass --n-trials to add more")
+
+
+def _print_results(study, config, url: str, top: int) -> None:
+    from bonas.leaderboard import describe_best, leaderboard
+    from bonas.study import mask_url
+
+    print()
+    print(leaderboard(study, top=top))
+    print()
+    print(describe_best(study))
+    print()
+    print(f"browse: bonas dashboard {config.path}   (or: optuna-dashboard {mask_url(url)})")
+
+
 def _search_parallel(config, url: str, splits, args: argparse.Namespace) -> int:
-    from bonas.leaderboard import Progress, describe_best, leaderboard
-    from bonas.study import create_or_resume, storage_for
-    from bonas.workers import budget_status, spawn_workers
+    from bonas.leaderboard import Progress
+    from bonas.workers import budget_status, open_study, spawn_workers
 
     # The study (and its schema) exists before any worker starts: N workers never race to create it.
-    study = create_or_resume(config, storage_for(config, url), url, splits.describe())
+    _, _, study = open_study(config, url, splits.describe())
     n_trials, timeout = config.budget.n_trials, config.budget.timeout
     done = budget_status(study, n_trials, timeout)
     if done:
-        print(f"study {config.name!r} is finished ({done.removeprefix('done: ')}); raise budget.n_trials or pass --n-trials to add more")
+        _say_finished(config, done)
     else:
         print(f"study {config.name!r}: {args.workers} workers, budget {n_trials} trials", flush=True)
         import signal
@@ -173,19 +192,8 @@ def _search_parallel(config, url: str, splits, args: argparse.Namespace) -> int:
         if any(c != 0 for c in codes):
             print(f"bonas: workers exited with codes {codes}", file=sys.stderr)
             return max(c for c in codes if c is not None) if any(c for c in codes) else 1
-    print()
-    print(leaderboard(study, top=args.top))
-    print()
-    print(describe_best(study))
-    _print_browse_hint(config, url)
+    _print_results(study, config, url, args.top)
     return 0
-
-
-def _print_browse_hint(config, url: str) -> None:
-    from bonas.study import mask_url
-
-    print()
-    print(f"browse: bonas dashboard {config.path}   (or: optuna-dashboard {mask_url(url)})")
 
 
 class WorkerCmd:
@@ -193,12 +201,10 @@ class WorkerCmd:
 
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
-        p.add_argument("config", help="a study config (.toml) or the name of studies/<name>.toml")
-        p.add_argument("--n-trials", type=_positive_int, help="the study's total trial budget (overrides the config)")
-        p.add_argument("--timeout", type=_seconds, help="the study's total time budget in seconds")
+        _add_study(p, "config")
+        _add_budget(p)
         p.add_argument("--index", type=int, help="this worker's index, seeds its sampler (default: from host and pid)")
         p.add_argument("--threads", type=_positive_int, help="torch threads (default: all CPU cores)")
-        p.add_argument("--data-dir", help="where data sets are found or downloaded")
         _add_storage(p)
         p.add_argument("-v", "--verbose", action="store_true")
 
@@ -234,7 +240,7 @@ class Best:
 
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
-        p.add_argument("study", help="a study config (.toml) or the name of studies/<name>.toml")
+        _add_study(p)
         _add_storage(p)
 
     @staticmethod
@@ -252,7 +258,7 @@ class Trials:
 
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
-        p.add_argument("study", help="a study config (.toml) or the name of studies/<name>.toml")
+        _add_study(p)
         p.add_argument("--top", type=int, default=0, help="rows to print (default 0: all)")
         _add_storage(p)
 
@@ -272,7 +278,7 @@ class Show:
 
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
-        p.add_argument("study", help="a study config (.toml) or the name of studies/<name>.toml")
+        _add_study(p)
         p.add_argument("trial", type=int, help="trial number (see bonas trials)")
         _add_storage(p)
 
@@ -317,7 +323,7 @@ class Dashboard:
 
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
-        p.add_argument("study", help="a study config (.toml) or the name of studies/<name>.toml")
+        _add_study(p)
         p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
         p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
         p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host (the dashboard has no authentication)")
@@ -355,7 +361,7 @@ class Report:
 
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
-        p.add_argument("study", help="a study config (.toml) or the name of studies/<name>.toml")
+        _add_study(p)
         p.add_argument("--out", help="output folder (default reports/<study>)")
         _add_storage(p)
 
@@ -402,7 +408,7 @@ class Retrain:
 
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
-        p.add_argument("study", help="a study config (.toml) or the name of studies/<name>.toml")
+        _add_study(p)
         p.add_argument("--trial", type=int, help="trial number (default: the best completed trial)")
         p.add_argument("--epochs", type=_positive_int, help="epochs (default: 3x the search's epochs per trial)")
         p.add_argument("--full-data", action="store_true", help="ignore the search's train/val subsets: use the whole training set")

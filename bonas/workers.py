@@ -171,7 +171,7 @@ def study_elapsed(trials: list[optuna.trial.FrozenTrial], now: datetime | None =
 
 
 def budget_status(study: optuna.Study, n_trials: int, timeout: float) -> str | None:
-    """Why no new trial may start ('done: ...'), or None."""
+    """Why no trial may start ('done: ...'), 'wait' when running trials fill the budget, or None."""
     trials = study.get_trials(deepcopy=False)
     counts = count_states(trials)
     finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
@@ -179,21 +179,17 @@ def budget_status(study: optuna.Study, n_trials: int, timeout: float) -> str | N
         return f"done: {finished} of {n_trials} trials finished"
     if timeout and study_elapsed(trials) >= timeout:
         return f"done: the study's timeout of {timeout:g}s is spent"
+    if counts[TrialState.WAITING] == 0 and finished + counts[TrialState.RUNNING] >= n_trials:
+        return "wait"
     return None
 
 
 def claim_trial(study: optuna.Study, storage: BonasStorage, lock: StudyLock, n_trials: int, timeout: float) -> optuna.Trial | str:
     """A new or requeued trial, 'wait' when running trials fill the budget, or 'done: ...'."""
     with lock():
-        trials = study.get_trials(deepcopy=False)
-        counts = count_states(trials)
-        finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
-        if finished >= n_trials:
-            return f"done: {finished} of {n_trials} trials finished"
-        if timeout and study_elapsed(trials) >= timeout:
-            return f"done: the study's timeout of {timeout:g}s is spent"
-        if counts[TrialState.WAITING] == 0 and finished + counts[TrialState.RUNNING] >= n_trials:
-            return "wait"
+        status = budget_status(study, n_trials, timeout)
+        if status is not None:
+            return status
         trial = study.ask()
         storage.record_heartbeat(trial._trial_id)  # inside the lock: no silent RUNNING trial
         return trial
@@ -272,22 +268,29 @@ def worker_name(index: int) -> str:
     return f"{os.uname().nodename}:{os.getpid()}:w{index}"
 
 
+def open_study(config: StudyConfig, url: str, data_info: dict[str, Any], seed: int | None = None) -> tuple[StudyLock, BonasStorage, optuna.Study]:
+    """The study lock, storage and study; created under the lock, so N processes starting at once on an
+    empty database (schema, study, warm start) never race: one creates, the others load."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    lock = StudyLock(url, config.name)
+    try:
+        with lock(retry_for=CONNECT_RETRY_S):
+            storage = storage_for(config, url)
+            study = create_or_resume(config, storage, url, data_info, seed=seed)
+    except SQLAlchemyError as err:
+        reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+        raise StorageError(f"cannot reach storage {mask_url(url)}: {mask_url(reason)}") from None
+    return lock, storage, study
+
+
 class Worker:
     def __init__(self, config: StudyConfig, url: str, splits: Splits, *, index: int = 0, seed: int | None = None, verbose: bool = False):
         self.config = config
         self.url = url
         self.index = index
         self.verbose = verbose
-        from sqlalchemy.exc import SQLAlchemyError
-
-        self.lock = StudyLock(url, config.name)
-        try:
-            with self.lock(retry_for=CONNECT_RETRY_S):  # N workers starting at once on an empty database: one creates
-                self.storage = storage_for(config, url)
-                self.study = create_or_resume(config, self.storage, url, splits.describe(), seed=seed)
-        except SQLAlchemyError as err:
-            reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
-            raise StorageError(f"cannot reach storage {mask_url(url)}: {mask_url(reason)}") from None
+        self.lock, self.storage, self.study = open_study(config, url, splits.describe(), seed)
         if torch.cuda.is_available():  # the whole data set lives on the GPU: batches are slices there
             splits = splits.to("cuda")
         self.objective = Objective(config, splits, verbose=verbose)

@@ -33,6 +33,18 @@ def study_dir(tmp_path_factory):
     return make_mixed_study(tmp_path_factory.mktemp("dash"), "dash")
 
 
+def wait_until_serving(url: str, proc: subprocess.Popen, log: Path | None = None, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/api/studies", timeout=2)
+            return
+        except OSError:
+            assert proc.poll() is None, log.read_text() if log else proc.returncode
+            time.sleep(0.3)
+    raise AssertionError(f"{url} did not answer within {timeout}s")
+
+
 @pytest.fixture(scope="module")
 def dashboard(study_dir):
     port = free_port()
@@ -40,14 +52,7 @@ def dashboard(study_dir):
     proc = subprocess.Popen([str(BIN / "bonas"), "dashboard", str(study_dir), "--port", str(port)], stdout=open(log, "w"),
                             stderr=subprocess.STDOUT, cwd=study_dir.parent)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/api/studies", timeout=2)
-            break
-        except OSError:
-            assert proc.poll() is None, log.read_text()
-            time.sleep(0.3)
+    wait_until_serving(url, proc, log)
     yield url, proc, log
     proc.terminate()
     proc.wait(30)
@@ -142,13 +147,7 @@ def test_allow_remote_warns(study_dir):
     proc = subprocess.Popen([str(BIN / "bonas"), "dashboard", str(study_dir), "--host", "0.0.0.0", "--allow-remote", "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.3)
+        wait_until_serving(f"http://127.0.0.1:{port}", proc)
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=30)

@@ -88,14 +88,14 @@ def test_forced_pruning_really_prunes(tiny_config):
     worker = Worker(config, url, splits)
     good = {"n_blocks": 1, "b0_width": 8, "b0_pool": "max", "b0_bn": True, "head": "flatten", "n_dense": 0, "lr": 0.02, "weight_decay": 1e-5}
     worker.study.enqueue_trial(good)
-    for _ in range(3):  # out of the configured lr range on purpose: Optuna warns and uses it
-        worker.study.enqueue_trial({**good, "lr": 1e-7})
+    for variant in ({"b0_width": 4}, {"b0_width": 8}, {"b0_pool": "none"}):  # three different nets that cannot learn
+        worker.study.enqueue_trial({**good, **variant, "lr": 1e-7})  # lr below the range on purpose: Optuna warns, uses it
     summary = worker.run(n_trials=4, timeout=0)
     trials = worker.study.trials
     assert trials[0].state == TrialState.COMPLETE
     assert summary.finished == 4
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
-    assert pruned, [(t.state, t.intermediate_values) for t in trials]
+    assert len(pruned) == 3, [(t.state, t.intermediate_values) for t in trials]
     for t in pruned:
         assert t.user_attrs["epochs"] < 3
         assert "pruned at epoch" in t.user_attrs["end_reason"]
