@@ -66,6 +66,12 @@ heads = ["gap", "flatten"]
 dense_layers = [0, 1]
 dense_units = [8, 16]
 dense_dropout = [0.0, 0.0]
+
+[objective]
+{objective}
+
+[artifacts]
+keep_top_k = {keep_top_k}
 {extra}
 """
 
@@ -82,6 +88,8 @@ def tiny_config_text(**kw) -> str:
         epochs=2,
         train_subset=300,
         val_subset=100,
+        objective="latency_time_s = 0  # measured only by the tests about latency",
+        keep_top_k=0,  # artifacts only in the tests about them
         extra="",
     )
     values.update(kw)
@@ -115,8 +123,8 @@ def make_mixed_study(folder: Path, name: str) -> Path:
     from bonas.workers import Worker, prepare_worker
 
     path = folder / f"{name}.toml"
-    text = tiny_config_text(name=name, n_trials=5, pruner_extra="n_startup_trials = 1\nn_warmup_steps = 0", epochs=3)
-    path.write_text(text + "\n[artifacts]\nkeep_top_k = 2\n")
+    text = tiny_config_text(name=name, n_trials=5, pruner_extra="n_startup_trials = 1\nn_warmup_steps = 0", epochs=3, keep_top_k=2)
+    path.write_text(text)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("BONAS_DATA_DIR", str(folder / "data"))
         config = load_config(path)

@@ -19,14 +19,14 @@ from tests.conftest import tiny_config_text
 GOOD = {"n_blocks": 1, "b0_width": 8, "b0_pool": "max", "b0_bn": True, "head": "flatten", "n_dense": 0, "lr": 0.02, "weight_decay": 1e-5}
 
 
-def make(tmp_path, name, n_trials, extra="", **kw):
+def make(tmp_path, name, n_trials, objective="latency_time_s = 0", **kw):
     path = tmp_path / f"{name}.toml"
-    path.write_text(tiny_config_text(name=name, n_trials=n_trials, **kw) + extra)
+    path.write_text(tiny_config_text(name=name, n_trials=n_trials, objective=objective, **kw))
     return path
 
 
 def test_latency_is_measured_per_trial(tmp_path):
-    path = make(tmp_path, "lat", 2, epochs=1)
+    path = make(tmp_path, "lat", 2, epochs=1, objective="latency_time_s = 0.02")
     assert main(["search", str(path)]) == 0
     for t in open_existing(str(path)).study.trials:
         lat = t.user_attrs["latency_ms"]
@@ -35,7 +35,7 @@ def test_latency_is_measured_per_trial(tmp_path):
 
 def test_constraints_known_before_training_skip_it(tmp_path):
     """max_params below most of the space: infeasible trials are never trained and never 'best'."""
-    path = make(tmp_path, "con", 6, epochs=1, extra="\n[objective]\nmax_params = 1500\n")
+    path = make(tmp_path, "con", 6, epochs=1, objective="max_params = 1500")
     config = load_config(path)
     url = resolve_storage(config)
     worker = Worker(config, url, prepare_worker(config, url, verbose=False))
@@ -61,7 +61,7 @@ def test_constraints_known_before_training_skip_it(tmp_path):
 @pytest.mark.parametrize("sampler, extra", [("tpe", "n_startup_trials = 2"), ("nsga2", "population_size = 4")])
 def test_multi_objective_study(tmp_path, sampler, extra, capsys):
     path = make(tmp_path, f"mo-{sampler}", 4, epochs=2, sampler=sampler, sampler_extra=extra,
-                extra='\n[objective]\nmetrics = ["val_acc", "params"]\n')
+                objective='metrics = ["val_acc", "params"]')
     assert main(["search", str(path)]) == 0
     study = open_existing(str(path)).study
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"] and study.metric_names == ["val_acc", "params"]
@@ -95,7 +95,7 @@ def test_cost_aware_threshold_compares_with_no_costlier_trials_only():
 
 def test_multi_objective_pruning_stops_costly_hopeless_trials_but_not_cheap_ones(tmp_path):
     path = make(tmp_path, "mop", 3, epochs=3, sampler="random", sampler_extra="",
-                pruner_extra="n_startup_trials = 1\nn_warmup_steps = 0", extra='\n[objective]\nmetrics = ["val_acc", "params"]\n')
+                pruner_extra="n_startup_trials = 1\nn_warmup_steps = 0", objective='metrics = ["val_acc", "params"]')
     config = load_config(path)
     url = resolve_storage(config)
     worker = Worker(config, url, prepare_worker(config, url, verbose=False))
