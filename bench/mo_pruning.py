@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import statistics
 import sys
 import tempfile
@@ -28,14 +29,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def config_text(name: str, seed: int, pruned: bool) -> str:
+    """studies/digits.toml with its own [pruner]: none, or the median-style cost-aware pruner as measured."""
     text = (ROOT / "studies" / "digits.toml").read_text()
     text = text.replace('name = "digits"', f'name = "{name}"').replace("seed = 0 ", f"seed = {seed} ")
-    if not pruned:
-        text = text.replace('name = "median"', 'name = "none"').replace("n_startup_trials = 5  # finished trials before anything is pruned\n", "")
-        text = text.replace("n_warmup_steps = 2    # every trial gets 2 epochs: the first epoch ranks learning rates, not nets\n", "")
-    else:
-        text = text.replace("n_startup_trials = 5  # finished", "n_startup_trials = 3  # finished")
-    return text + '\n[objective]\nmetrics = ["val_acc", "params"]\nlatency_time_s = 0\n\n[artifacts]\nkeep_top_k = 0\n'
+    text = re.sub(r"\n\[pruner\]\n(?:[^\[\n].*\n|\n)*", "\n", text)  # the preset's [pruner] section
+    pruner = 'name = "median"\nn_startup_trials = 3\nn_warmup_steps = 2\n' if pruned else 'name = "none"\n'
+    return text + f'\n[pruner]\n{pruner}\n[objective]\nmetrics = ["val_acc", "params"]\nlatency_time_s = 0\n\n[artifacts]\nkeep_top_k = 0\n'
 
 
 def hypervolume(trials) -> float:

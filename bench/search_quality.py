@@ -12,8 +12,8 @@ runs again; figures go to bench/results/*.png. Sizes (about 1.5 hours on 2 cores
               full space every trial trains (5 seeds digits, 3 seeds fmnist), pruning off.
   B pruners   none / median / successive-halving / hyperband, TPE, 60 trials, digits, 5 seeds: total
               epochs trained and best validation accuracy.
-  C TPE       multivariate+group vs independent, n_startup_trials 5/10/20 (digits, full space, 5 seeds);
-              constant liar on/off with 2 worker processes (3 seeds): best and repeated proposals.
+  C TPE       multivariate+group vs independent, n_startup_trials 5/10/20 (digits, full space, 3 seeds);
+              constant liar on/off with 2 worker processes (2 seeds): best and repeated proposals.
   D sampling  TPE's time per ask() with 100, 500 and 1000 finished trials (a light objective).
 
     .venv/bin/python bench/search_quality.py [--parts A,B,C,D] [--quick]
@@ -42,19 +42,22 @@ DATA = {
 }
 
 
+RESULTS_FILE = "search_quality.json"  # --results: a second file for a run beside another one
+
+
 def load_results() -> dict:
-    path = RESULTS / "search_quality.json"
+    path = RESULTS / RESULTS_FILE
     return json.loads(path.read_text()) if path.exists() else {}
 
 
 def save_results(results: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS / "search_quality.json.tmp"
+    tmp = RESULTS / (RESULTS_FILE + ".tmp")
     tmp.write_text(json.dumps(results, indent=1, sort_keys=True))
-    tmp.replace(RESULTS / "search_quality.json")
+    tmp.replace(RESULTS / RESULTS_FILE)
 
 
-def study_text(name: str, data: str, space: str, sampler: str, pruner: str, seed: int, extra: str = "") -> str:
+def study_text(name: str, data: str, space: str, sampler: str, pruner: str, seed: int, extra: str = "", epochs: int | None = None) -> str:
     """A study config: the seed or digits preset's space and training, on the chosen data."""
     d = DATA[data]
     base = (ROOT / "studies" / ("seed.toml" if space == "seed" else "digits.toml")).read_text()
@@ -66,7 +69,7 @@ def study_text(name: str, data: str, space: str, sampler: str, pruner: str, seed
         if not skip:
             lines.append(line)
     body = "\n".join(lines)
-    body = body.replace("max_epochs = 6", f"max_epochs = {d['epochs']}")
+    body = body.replace("max_epochs = 6", f"max_epochs = {epochs or d['epochs']}")
     head = f'name = "{name}"\ndataset = "{d["dataset"]}"\nseed = {seed}\n\n[data]\n{d["data"]}\n[sampler]\n{sampler}\n\n[pruner]\n{pruner}\n\n'
     return head + body + "\n" + extra + "\n[artifacts]\nkeep_top_k = 0\n[objective]\nlatency_time_s = 0\n"
 
@@ -252,14 +255,18 @@ PRUNERS = {
 }
 
 
-def part_b(folder: Path, results: dict, quick: bool) -> dict:
+def part_b(folder: Path, results: dict, quick: bool, epochs: int = 6, pruners: tuple[str, ...] = tuple(PRUNERS), seeds: int = 5) -> dict:
+    """Pruners on digits; epochs=6 is the preset (part B), longer trials are part L."""
     out = {}
-    for pruner, text in PRUNERS.items():
+    part = "B" if epochs == 6 else f"L{epochs}"
+    for pruner in pruners:
+        text = PRUNERS[pruner]
         runs = []
-        for s in range(2 if quick else 5):
-            key = f"B/digits/{pruner}/{s}"
+        for s in range(2 if quick else seeds):
+            key = f"{part}/digits/{pruner}/{s}"
             if key not in results:
-                results[key] = real_run(folder, f"b-{pruner}-{s}", study_text(f"b-{pruner}-{s}", "digits", "full", TPE, text, s))
+                name = f"{part.lower()}-{pruner}-{s}"
+                results[key] = real_run(folder, name, study_text(name, "digits", "full", TPE, text, s, epochs=epochs))
                 save_results(results)
                 print(f"  {key}: best {results[key]['best']:.4f}, {results[key]['epochs']} epochs", flush=True)
             runs.append(results[key])
@@ -284,7 +291,7 @@ def part_c(folder: Path, results: dict, quick: bool) -> dict:
     out = {}
     for label, (slug, text) in TPE_VARIANTS.items():
         runs = []
-        for s in range(2 if quick else 5):
+        for s in range(2 if quick else 3):
             key = f"A/full/digits/tpe/{s}" if text == "A" else f"C/{label}/{s}"
             if key not in results:
                 if text == "A":
@@ -300,7 +307,7 @@ def part_c(folder: Path, results: dict, quick: bool) -> dict:
         out[label] = {"median_best_60": m[-1], "median_best_20": m[19], "median_best_40": m[39]}
     for liar in (True, False):
         runs = []
-        for s in range(2 if quick else 3):
+        for s in range(2):
             key = f"C/liar={liar}/{s}"
             if key not in results:
                 name = f"c-liar{int(liar)}-{s}"
@@ -347,10 +354,13 @@ def part_d(results: dict) -> dict:
 
 
 def main() -> None:
+    global RESULTS_FILE
     ap = argparse.ArgumentParser()
     ap.add_argument("--parts", default="A,B,C,D")
     ap.add_argument("--quick", action="store_true", help="2 seeds each: a smoke run of the whole script")
+    ap.add_argument("--results", default=RESULTS_FILE, help="results file in bench/results (for a run beside another)")
     args = ap.parse_args()
+    RESULTS_FILE = args.results
     folder = Path(tempfile.mkdtemp(prefix="bonas-quality-"))
     results = load_results()
     summary = results.setdefault("summary", {})
@@ -361,6 +371,9 @@ def main() -> None:
     if "B" in parts:
         summary["B"] = part_b(folder, results, args.quick)
         save_results(results)
+    if "L" in parts:  # longer trials (18 epochs): where pruning has room to save
+        summary["L"] = part_b(folder, results, args.quick, epochs=18, pruners=("none", "successive-halving", "median"), seeds=2)
+        save_results(results)
     if "C" in parts:
         summary["C"] = part_c(folder, results, args.quick)
         save_results(results)
@@ -368,12 +381,12 @@ def main() -> None:
         summary["D"] = part_d(results)
         save_results(results)
     print(json.dumps(summary, indent=1))
-    a, b = summary.get("A", {}), summary.get("B", {})
     bits = []
-    for k, v in a.items():
+    for k, v in summary.get("A", {}).items():
         bits.append(f"{k.replace('/', '_')}_ratio={v['ratio'] if v['ratio'] is None else round(v['ratio'], 3)}")
-    for k, v in b.items():
-        bits.append(f"{k}_saving={v['epoch_saving']:.2f}x {k}_delta={v['best_delta_points']:+.2f}pt")
+    for part in ("B", "L"):
+        for k, v in summary.get(part, {}).items():
+            bits.append(f"{part}_{k}_saving={v['epoch_saving']:.2f}x {part}_{k}_delta={v['best_delta_points']:+.2f}pt")
     print("RESULT " + " ".join(bits))
 
 

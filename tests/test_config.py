@@ -29,7 +29,7 @@ def test_defaults_fill_a_minimal_config():
     config = parse_config('name = "x"\n', source="x.toml")
     assert config.dataset == "digits"
     assert config.sampler.name == "tpe" and config.sampler.multivariate and config.sampler.group
-    assert config.pruner.name == "median"
+    assert config.pruner.name == "successive-halving"
     assert config.budget.n_trials >= 1
     assert set(COMPARABLE_SECTIONS) <= set(config.to_dict())
 
