@@ -353,26 +353,89 @@ def part_d(results: dict) -> dict:
     return out
 
 
+def plot_pruners(path: Path, results: dict, part: str) -> None:
+    """Total epochs against best validation accuracy, one point per seed and pruner."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for pruner in PRUNERS:
+        runs = [v for k, v in sorted(results.items()) if k.startswith(f"{part}/digits/{pruner}/")]
+        if runs:
+            ax.scatter([r["epochs"] for r in runs], [r["best"] for r in runs], label=pruner, alpha=0.7)
+    ax.set_xlabel("epochs trained in the study (60 trials)")
+    ax.set_ylabel("best validation accuracy")
+    ax.set_title(f"pruners, digits ({part})")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown(summary: dict) -> str:
+    """The README's Results tables, from the summary."""
+    out = []
+    if "A" in summary:
+        out += ["| space | data | seeds | TPE best @60 | random best @60 | TPE trials to random's 60-trial best | ratio (goal <= 0.33) |",
+                "|---|---|---:|---:|---:|---:|---:|"]
+        for k, v in summary["A"].items():
+            space, data = k.split("/")
+            ratio = "never" if v["ratio"] is None else f"{v['ratio']:.2f}"
+            out.append(f"| {space} | {data} | {v['n_seeds']} | {v['tpe_median_best']:.4f} | {v['random_median_best']:.4f} | "
+                       f"{v['tpe_trials_to_random_best'] or 'never'} | {ratio} |")
+        out.append("")
+    for part in ("B", "L"):
+        if part in summary:
+            out += [f"| pruner ({part}) | epochs (median) | fewer epochs | best (median) | best vs none | wall s (median) |",
+                    "|---|---:|---:|---:|---:|---:|"]
+            for k, v in summary[part].items():
+                out.append(f"| {k} | {v['median_epochs']:.0f} | {v['epoch_saving']:.2f}x | {v['median_best']:.4f} | "
+                           f"{v['best_delta_points']:+.2f} pt | {v['median_wall_s']:.0f} |")
+            out.append("")
+    if "C" in summary:
+        out += ["| TPE setting (digits, full space) | best @20 | best @40 | best @60 |", "|---|---:|---:|---:|"]
+        for k, v in summary["C"].items():
+            cells = [f"{v[c]:.4f}" if c in v else "" for c in ("median_best_20", "median_best_40", "median_best_60")]
+            wall = f" (wall {v['median_wall_s']:.0f} s)" if "median_wall_s" in v else ""
+            out.append(f"| {k}{wall} | " + " | ".join(cells) + " |")
+        out.append("")
+    if "D" in summary:
+        out += ["| finished trials in the study | ask() + suggestions, in memory | SQLite |", "|---:|---:|---:|"]
+        for n in ("100", "500", "1000"):
+            out.append(f"| {n} | {1000 * summary['D']['inmemory'][n]:.0f} ms | {1000 * summary['D']['sqlite'][n]:.0f} ms |")
+        out.append("")
+    return "\n".join(out)
+
+
 def main() -> None:
     global RESULTS_FILE
     ap = argparse.ArgumentParser()
     ap.add_argument("--parts", default="A,B,C,D")
     ap.add_argument("--quick", action="store_true", help="2 seeds each: a smoke run of the whole script")
+    ap.add_argument("--markdown", action="store_true", help="print the README's tables from the saved results and stop")
     ap.add_argument("--results", default=RESULTS_FILE, help="results file in bench/results (for a run beside another)")
     args = ap.parse_args()
     RESULTS_FILE = args.results
     folder = Path(tempfile.mkdtemp(prefix="bonas-quality-"))
     results = load_results()
     summary = results.setdefault("summary", {})
+    if args.markdown:
+        print(markdown(summary))
+        return
     parts = args.parts.split(",")
     if "A" in parts:
         summary["A"] = part_a(folder, results, args.quick)
         save_results(results)
     if "B" in parts:
         summary["B"] = part_b(folder, results, args.quick)
+        plot_pruners(RESULTS / "pruners.png", results, "B")
         save_results(results)
     if "L" in parts:  # longer trials (18 epochs): where pruning has room to save
         summary["L"] = part_b(folder, results, args.quick, epochs=18, pruners=("none", "successive-halving", "median"), seeds=2)
+        plot_pruners(RESULTS / "pruners_18_epochs.png", results, "L18")
         save_results(results)
     if "C" in parts:
         summary["C"] = part_c(folder, results, args.quick)

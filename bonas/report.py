@@ -18,7 +18,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from bonas.leaderboard import ranked, si, val_acc
-from bonas.objective import ATTR_ARCH_LINE, ATTR_EPOCHS, ATTR_FLOPS, ATTR_PARAMS
+from bonas.objective import ATTR_ARCH_LINE, ATTR_CURVE, ATTR_EPOCHS, ATTR_FLOPS, ATTR_PARAMS
 
 log = logging.getLogger("bonas.report")
 
@@ -81,6 +81,27 @@ def _optuna_figure(name: str, title: str, folder: Path, draw) -> Figure:
         return Figure(name, title, None, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
 
 
+def _curve_figure(trials: list[FrozenTrial], folder: Path) -> Figure:
+    """Learning curves of a multi-objective study, where Optuna keeps no intermediate values: bonas
+    stores each trial's per-epoch accuracy as a user attr."""
+    title = "learning curves (validation accuracy per epoch)"
+    curves = [(t.user_attrs[ATTR_CURVE], t.state) for t in trials if t.user_attrs.get(ATTR_CURVE)]
+    if not curves:
+        return Figure("intermediate", title, None, "no trial has finished an epoch yet")
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for curve, state in curves:
+        pruned = state == TrialState.PRUNED
+        ax.plot(range(1, len(curve) + 1), curve, c="tab:gray" if pruned else "tab:blue", alpha=0.4 if pruned else 0.7, lw=1)
+    ax.plot([], [], c="tab:blue", label="completed")
+    ax.plot([], [], c="tab:gray", label="pruned")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy")
+    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    return Figure("intermediate", title, _save(fig, folder / "intermediate.png"))
+
+
 def _cost_figure(trials: list[FrozenTrial], attr: str, label: str, folder: Path) -> Figure:
     pts = [(t.user_attrs[attr], val_acc(t), t.state) for t in trials if attr in t.user_attrs and val_acc(t) is not None]
     complete = [(c, a) for c, a, s in pts if s == TrialState.COMPLETE]
@@ -112,7 +133,8 @@ def write_report(study: optuna.Study, folder: Path) -> Path:
     target = {} if single else {"target": lambda t: t.values[0], "target_name": "val_acc"}
     figures = [
         _optuna_figure("history", "best-so-far history", folder, lambda: ovm.plot_optimization_history(study, **target)),
-        _optuna_figure("intermediate", "learning curves (intermediate values)", folder, lambda: ovm.plot_intermediate_values(study)),
+        _optuna_figure("intermediate", "learning curves (intermediate values)", folder, lambda: ovm.plot_intermediate_values(study))
+        if single else _curve_figure(trials, folder),
         _optuna_figure("importances", "parameter importances", folder, lambda: ovm.plot_param_importances(study, **target)),
         _optuna_figure("parallel", "parallel coordinates (the most important parameters)", folder,
                        lambda: ovm.plot_parallel_coordinate(study, params=top_params(study, 6), **target)),
@@ -120,7 +142,12 @@ def write_report(study: optuna.Study, folder: Path) -> Path:
         _cost_figure(trials, ATTR_FLOPS, "FLOPs per image", folder),
     ]
     if not single:
-        figures.append(_optuna_figure("pareto", "Pareto front (all objectives)", folder, lambda: ovm.plot_pareto_front(study)))
+        def pareto():
+            ax = ovm.plot_pareto_front(study)
+            ax.set_yscale("log")  # params, FLOPs and latency span orders of magnitude
+            return ax
+
+        figures.append(_optuna_figure("pareto", "Pareto front (all objectives)", folder, pareto))
     csv = write_trials_csv(study, folder / "trials.csv")
     index = folder / "index.html"
     index.write_text(_html(study, trials, figures, csv.name), encoding="utf-8")

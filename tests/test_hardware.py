@@ -59,7 +59,7 @@ def test_constraints_known_before_training_skip_it(tmp_path):
 
 
 @pytest.mark.parametrize("sampler, extra", [("tpe", "n_startup_trials = 2"), ("nsga2", "population_size = 4")])
-def test_multi_objective_study(tmp_path, sampler, extra, capsys):
+def test_multi_objective_study(tmp_path, sampler, extra, capsys, caplog):
     path = make(tmp_path, f"mo-{sampler}", 4, epochs=2, sampler=sampler, sampler_extra=extra,
                 objective='metrics = ["val_acc", "params"]')
     assert main(["search", str(path)]) == 0
@@ -73,8 +73,15 @@ def test_multi_objective_study(tmp_path, sampler, extra, capsys):
     out = capsys.readouterr().out
     assert out.startswith("Pareto front") and all(f"trial {t.number:>4}" in out for t in pareto_trials(study))
     report = tmp_path / "rep"
-    assert main(["report", str(path), "--out", str(report)]) == 0
+    optuna.logging.enable_propagation()  # Optuna's own warnings reach caplog
+    try:
+        assert main(["report", str(path), "--out", str(report)]) == 0
+    finally:
+        optuna.logging.disable_propagation()
     assert (report / "pareto.png").stat().st_size > 1000
+    # learning curves from val_acc_curve: Optuna keeps no intermediate values in multi-objective studies
+    assert (report / "intermediate.png").stat().st_size > 1000
+    assert not [r for r in caplog.records if "pruning feature" in r.getMessage()]
 
 
 def frozen(number, cost, curve, state=TrialState.COMPLETE):
