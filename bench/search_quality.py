@@ -316,7 +316,10 @@ def part_c(folder: Path, results: dict, quick: bool) -> dict:
                 save_results(results)
                 print(f"  {key}: best {results[key]['best']:.4f}, repeats {results[key]['repeats']}", flush=True)
             runs.append(results[key])
-        out[f"2 workers, constant_liar={liar}"] = {"median_best_60": statistics.median(r["best"] for r in runs),
+        curves = [best_so_far_clean(r["values"]) for r in runs]
+        m = median_curve(curves)
+        out[f"2 workers, constant_liar={liar}"] = {"median_best_60": m[-1], "median_best_20": m[19], "median_best_40": m[39],
+                                                   "repeats": [r["repeats"] for r in runs],
                                                    "median_wall_s": statistics.median(r["wall_s"] for r in runs)}
     return out
 
@@ -399,7 +402,7 @@ def markdown(summary: dict) -> str:
         out += ["| TPE setting (digits, full space) | best @20 | best @40 | best @60 |", "|---|---:|---:|---:|"]
         for k, v in summary["C"].items():
             cells = [f"{v[c]:.4f}" if c in v else "" for c in ("median_best_20", "median_best_40", "median_best_60")]
-            wall = f" (wall {v['median_wall_s']:.0f} s)" if "median_wall_s" in v else ""
+            wall = f" (repeated proposals {v['repeats']})" if "repeats" in v else ""
             out.append(f"| {k}{wall} | " + " | ".join(cells) + " |")
         out.append("")
     if "D" in summary:
@@ -450,6 +453,11 @@ def main() -> None:
     for part in ("B", "L"):
         for k, v in summary.get(part, {}).items():
             bits.append(f"{part}_{k}_saving={v['epoch_saving']:.2f}x {part}_{k}_delta={v['best_delta_points']:+.2f}pt")
+    for k, v in summary.get("C", {}).items():
+        slug = TPE_VARIANTS[k][0] if k in TPE_VARIANTS else "liar_" + ("on" if k.endswith("True") else "off")
+        bits.append(f"C_{slug}_best20={v['median_best_20']:.4f}")
+    for k, v in summary.get("D", {}).get("inmemory", {}).items():
+        bits.append(f"D_ask_ms_at_{k}={1000 * v:.0f}")
     print("RESULT " + " ".join(bits))
 
 

@@ -19,6 +19,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -191,8 +192,8 @@ def real_trials(folder: Path, n: int = 16) -> dict:
         cfg = folder / f"{name}.toml"
         text = base_text.replace('name = "fashion-mnist"', f'name = "{name}"').replace("timeout = 1800", "timeout = 0")
         text = text.replace("train_subset = 10000", "train_subset = 2000").replace("max_epochs = 4", "max_epochs = 2")
-        text = text.replace('name = "median"\nn_startup_trials = 5\nn_warmup_steps = 1     # two epochs before a trial can be pruned', 'name = "none"')
-        cfg.write_text(text + f'\n[warm_start]\nfile = "{warm}"\n[workers]\nreuse_duplicates = false\n[artifacts]\nkeep_top_k = 0\n')
+        text = re.sub(r"\n\[pruner\]\n(?:[^\[\n].*\n|\n)*", "\n", text)  # the preset's pruner: every arm trains every epoch
+        cfg.write_text(text + f'\n[pruner]\nname = "none"\n[warm_start]\nfile = "{warm}"\n[workers]\nreuse_duplicates = false\n[artifacts]\nkeep_top_k = 0\n')
         t0 = time.perf_counter()
         proc = subprocess.run([str(Path(sys.executable).parent / "bonas"), "search", str(cfg), "--n-trials", str(n), "--workers", str(workers),
                                "--threads", str(threads)], capture_output=True, text=True)
