@@ -68,7 +68,7 @@ class PrunerConfig:
     name: str = "successive-halving"  # successive-halving | median | hyperband | none
     n_startup_trials: int = 5  # median: finished trials before anything is pruned
     n_warmup_steps: int = 1  # median: epochs every trial gets before it can be pruned
-    min_resource: int = 1  # successive-halving, hyperband: epochs in the first rung
+    min_resource: int = 1  # successive-halving, hyperband: first check at epoch index 1 (after 2 epochs), then 3, 9, ...
     reduction_factor: int = 3  # successive-halving, hyperband: 1/r of the trials go on at each rung
 
 

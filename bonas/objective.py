@@ -75,6 +75,19 @@ class TrialAbandoned(RuntimeError):
     """The storage no longer lists this trial as RUNNING: drop it without telling anything."""
 
 
+class PruningCallback(PyTorchLightningPruningCallback):
+    """optuna-integration's callback, except that the last epoch only reports: pruning a trial that has
+    trained every epoch saves nothing and would hide a finished result behind PRUNED."""
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or pl_module.current_epoch < trainer.max_epochs - 1:
+            super().on_validation_end(trainer, pl_module)
+            return
+        score = trainer.callback_metrics.get(self.monitor)
+        if score is not None and trainer.is_global_zero:
+            self._trial.report(score.item(), step=pl_module.current_epoch)
+
+
 class CostAwarePruning(Callback):
     """Pruning for multi-objective studies, where Optuna refuses ``trial.report`` (its RFC #3450).
 
@@ -93,8 +106,8 @@ class CostAwarePruning(Callback):
             return
         epoch, acc = len(pl_module.history) - 1, pl_module.history[-1]
         self.trial.set_user_attr(ATTR_CURVE, list(pl_module.history))
-        if self.percentile is None or epoch < self.n_warmup:
-            return
+        if self.percentile is None or epoch < self.n_warmup or epoch >= trainer.max_epochs - 1:
+            return  # the last epoch: pruning now would save nothing
         threshold = self.threshold(self.trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)), epoch)
         if threshold is not None and acc < threshold:
             raise optuna.TrialPruned(f"pruned at epoch {epoch}: val_acc {acc:.4f} < {threshold:.4f}, the "
@@ -220,7 +233,7 @@ class Objective:
         """Optuna's callback in single-objective studies; bonas' cost-aware one in multi-objective ones
         (any pruner but "none" means it there, with n_startup_trials and the warm-up epochs)."""
         if not self.multi:
-            return PyTorchLightningPruningCallback(trial, monitor=VAL_ACC)
+            return PruningCallback(trial, monitor=VAL_ACC)
         pr = self.config.pruner
         percentile = None if pr.name == "none" else self.config.objective.prune_percentile
         warmup = pr.n_warmup_steps if pr.name == "median" else pr.min_resource - 1

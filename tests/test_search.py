@@ -101,6 +101,22 @@ def test_forced_pruning_really_prunes(tiny_config):
         assert "pruned at epoch" in t.user_attrs["end_reason"]
 
 
+def test_the_last_epoch_is_never_pruned(tiny_config):
+    """The forced-pruning setup with one epoch per trial: pruning then would save nothing, so the hopeless
+    trial finishes COMPLETE with its (poor) value, and its epoch is still reported."""
+    path = tiny_config(n_trials=2, epochs=1, pruner_extra="n_startup_trials = 1\nn_warmup_steps = 0")
+    config = load_config(path)
+    url = resolve_storage(config)
+    worker = Worker(config, url, prepare_worker(config, url, verbose=False))
+    good = {"n_blocks": 1, "b0_width": 8, "b0_pool": "max", "b0_bn": True, "head": "flatten", "n_dense": 0, "lr": 0.02, "weight_decay": 1e-5}
+    worker.study.enqueue_trial(good)
+    worker.study.enqueue_trial({**good, "b0_width": 4, "lr": 1e-7})
+    worker.run(n_trials=2, timeout=0)
+    first, hopeless = worker.study.trials
+    assert [first.state, hopeless.state] == [TrialState.COMPLETE, TrialState.COMPLETE]
+    assert hopeless.values[0] < first.values[0] and hopeless.intermediate_values == {0: pytest.approx(hopeless.values[0])}
+
+
 def test_changed_space_refuses_to_resume(tiny_config, capsys):
     path = tiny_config(n_trials=1)
     assert main(["search", str(path)]) == 0
