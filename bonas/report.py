@@ -62,7 +62,9 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
 
 
 def _save(fig, path: Path) -> str:
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    with warnings.catch_warnings():  # Optuna's figures set a tight layout that long parameter names can defeat
+        warnings.filterwarnings("ignore", message="Tight layout not applied")
+        fig.savefig(path, dpi=110, bbox_inches="tight")
     _plt().close(fig)
     return path.name
 
