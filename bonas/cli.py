@@ -112,7 +112,7 @@ class Search:
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         from bonas.leaderboard import Progress, leaderboard, state_counts
-        from bonas.workers import EXIT_INTERRUPTED, Worker, budget_status, describe_url, prepare_worker
+        from bonas.workers import EXIT_INTERRUPTED, WAIT, Worker, budget_status, describe_url, prepare_worker
 
         config, url = _load_for_run(args)
         n_trials, timeout = config.budget.n_trials, config.budget.timeout
@@ -122,7 +122,7 @@ class Search:
         worker = Worker(config, url, splits, verbose=args.verbose)
         study = worker.study
         done = budget_status(study, n_trials, timeout)
-        if done:
+        if done not in (None, WAIT):  # WAIT: a running trial may belong to a dead worker; the loop reaps it
             _say_finished(config, done)
         else:
             print(f"study {config.name!r}: {config.dataset}, {config.sampler.name} sampler, {config.pruner.name} pruner, "
@@ -163,13 +163,13 @@ def _print_results(study, config, url: str, top: int) -> None:
 
 def _search_parallel(config, url: str, splits, args: argparse.Namespace) -> int:
     from bonas.leaderboard import Progress
-    from bonas.workers import budget_status, open_study, spawn_workers
+    from bonas.workers import WAIT, budget_status, open_study, spawn_workers
 
     # The study (and its schema) exists before any worker starts: N workers never race to create it.
     _, _, study = open_study(config, url, splits.describe())
     n_trials, timeout = config.budget.n_trials, config.budget.timeout
     done = budget_status(study, n_trials, timeout)
-    if done:
+    if done not in (None, WAIT):
         _say_finished(config, done)
     else:
         print(f"study {config.name!r}: {args.workers} workers, budget {n_trials} trials", flush=True)

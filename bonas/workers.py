@@ -170,8 +170,11 @@ def study_elapsed(trials: list[optuna.trial.FrozenTrial], now: datetime | None =
     return total
 
 
+WAIT = "wait"  # budget_status: running trials fill the budget; one may still die and be retried
+
+
 def budget_status(study: optuna.Study, n_trials: int, timeout: float) -> str | None:
-    """Why no trial may start ('done: ...'), 'wait' when running trials fill the budget, or None."""
+    """Why no trial may start: 'done: ...', WAIT when running trials fill the budget, or None."""
     trials = study.get_trials(deepcopy=False)
     counts = count_states(trials)
     finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
@@ -180,12 +183,12 @@ def budget_status(study: optuna.Study, n_trials: int, timeout: float) -> str | N
     if timeout and study_elapsed(trials) >= timeout:
         return f"done: the study's timeout of {timeout:g}s is spent"
     if counts[TrialState.WAITING] == 0 and finished + counts[TrialState.RUNNING] >= n_trials:
-        return "wait"
+        return WAIT
     return None
 
 
 def claim_trial(study: optuna.Study, storage: BonasStorage, lock: StudyLock, n_trials: int, timeout: float) -> optuna.Trial | str:
-    """A new or requeued trial, 'wait' when running trials fill the budget, or 'done: ...'."""
+    """A new or requeued trial, WAIT when running trials fill the budget, or 'done: ...'."""
     with lock():
         status = budget_status(study, n_trials, timeout)
         if status is not None:
@@ -308,7 +311,7 @@ class Worker:
             while guard.signum is None:
                 optuna.storages.fail_stale_trials(self.study)
                 claimed = claim_trial(self.study, self.storage, self.lock, n_trials, timeout)
-                if claimed == "wait":  # peers' running trials fill the budget: wait, reap if they die
+                if claimed == WAIT:  # peers' running trials fill the budget: wait, reap if they die
                     guard.wake.wait(interval)
                     continue
                 if isinstance(claimed, str):

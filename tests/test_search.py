@@ -157,3 +157,24 @@ def test_optuna_is_the_source_of_truth(tiny_config):
     assert main(["search", str(path)]) == 0
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{path.with_suffix('.db')}")
     assert len(study.trials) == 2 and study.metric_names == ["val_acc"]
+
+
+def test_a_dead_workers_running_trial_filling_the_budget_is_reaped_not_called_finished(tiny_config, capsys):
+    """A worker died holding the study's last trial: `bonas search` waits out the grace period, fails and
+    retries that trial, instead of calling the study finished while a trial stays RUNNING."""
+    import time
+
+    path = tiny_config(n_trials=1, epochs=1, extra="[workers]\nheartbeat_interval = 1\ngrace_period = 2\n")
+    config = load_config(path)
+    url = resolve_storage(config)
+    dead = Worker(config, url, prepare_worker(config, url, verbose=False))
+    trial = dead.study.ask()
+    dead.storage.record_heartbeat(trial._trial_id)  # its last sign of life
+    time.sleep(2.5)
+    capsys.readouterr()
+    assert main(["search", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "is finished" not in out
+    states = [t.state for t in optuna.load_study(study_name="tiny", storage=url).trials]
+    assert states[0] == TrialState.FAIL and TrialState.RUNNING not in states
+    assert sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states) == 1
