@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import statistics
 import sys
 import tempfile
@@ -25,6 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.presets import without_table  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -32,7 +33,7 @@ def config_text(name: str, seed: int, pruned: bool) -> str:
     """studies/digits.toml with its own [pruner]: none, or the median-style cost-aware pruner as measured."""
     text = (ROOT / "studies" / "digits.toml").read_text()
     text = text.replace('name = "digits"', f'name = "{name}"').replace("seed = 0 ", f"seed = {seed} ")
-    text = re.sub(r"\n\[pruner\]\n(?:[^\[\n].*\n|\n)*", "\n", text)  # the preset's [pruner] section
+    text = without_table(text, "pruner")
     pruner = 'name = "median"\nn_startup_trials = 3\nn_warmup_steps = 2\n' if pruned else 'name = "none"\n'
     return text + f'\n[pruner]\n{pruner}\n[objective]\nmetrics = ["val_acc", "params"]\nlatency_time_s = 0\n\n[artifacts]\nkeep_top_k = 0\n'
 

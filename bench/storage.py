@@ -19,7 +19,6 @@ import json
 import multiprocessing as mp
 import os
 import platform
-import re
 import sys
 import tempfile
 import time
@@ -27,6 +26,8 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.presets import without_table  # noqa: E402
 
 PG = os.environ.get("BONAS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 MYSQL = os.environ.get("BONAS_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/test")
@@ -192,7 +193,7 @@ def real_trials(folder: Path, n: int = 16) -> dict:
         cfg = folder / f"{name}.toml"
         text = base_text.replace('name = "fashion-mnist"', f'name = "{name}"').replace("timeout = 1800", "timeout = 0")
         text = text.replace("train_subset = 10000", "train_subset = 2000").replace("max_epochs = 4", "max_epochs = 2")
-        text = re.sub(r"\n\[pruner\]\n(?:[^\[\n].*\n|\n)*", "\n", text)  # the preset's pruner: every arm trains every epoch
+        text = without_table(text, "pruner")  # every arm trains every epoch
         cfg.write_text(text + f'\n[pruner]\nname = "none"\n[warm_start]\nfile = "{warm}"\n[workers]\nreuse_duplicates = false\n[artifacts]\nkeep_top_k = 0\n')
         t0 = time.perf_counter()
         proc = subprocess.run([str(Path(sys.executable).parent / "bonas"), "search", str(cfg), "--n-trials", str(n), "--workers", str(workers),

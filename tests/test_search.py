@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -162,8 +163,6 @@ def test_optuna_is_the_source_of_truth(tiny_config):
 def test_a_dead_workers_running_trial_filling_the_budget_is_reaped_not_called_finished(tiny_config, capsys):
     """A worker died holding the study's last trial: `bonas search` waits out the grace period, fails and
     retries that trial, instead of calling the study finished while a trial stays RUNNING."""
-    import time
-
     path = tiny_config(n_trials=1, epochs=1, extra="[workers]\nheartbeat_interval = 1\ngrace_period = 2\n")
     config = load_config(path)
     url = resolve_storage(config)
