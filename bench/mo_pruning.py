@@ -50,8 +50,9 @@ def hypervolume(trials) -> float:
 
 
 def run_arm(seed: int, pruned: bool, budget: int, folder: Path) -> dict:
+    from bonas.budget import claim_trial
     from bonas.config import parse_config
-    from bonas.workers import RunSummary, SignalGuard, Worker, claim_trial, prepare_worker
+    from bonas.workers import RunSummary, SignalGuard, Worker, prepare_worker
 
     name = f"mo-{'pruned' if pruned else 'none'}-{seed}"
     path = folder / f"{name}.toml"
@@ -61,7 +62,7 @@ def run_arm(seed: int, pruned: bool, budget: int, folder: Path) -> dict:
     worker = Worker(config, url, prepare_worker(config, url, verbose=False), seed=seed)
     epochs, start = 0, time.perf_counter()
     while epochs < budget:
-        trial = claim_trial(worker.study, worker.storage, worker.lock, 10**6, 0)
+        trial = claim_trial(worker.study, worker.storage, worker.lock, 10**6, 0).trial
         worker.run_trial(trial, SignalGuard(), RunSummary())
         epochs += worker.study.trials[-1].user_attrs.get("epochs", 0)
     trials = worker.study.trials

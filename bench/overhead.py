@@ -101,10 +101,11 @@ def plain_loop(splits, arch, batch: int, epochs: int, seed: int) -> float:
 
 def bonas_trial(worker: Worker) -> float:
     """One whole bonas trial: claim (ask), space, build, Lightning fit with pruning callback, SQLite writes, tell."""
-    from bonas.workers import RunSummary, SignalGuard, claim_trial
+    from bonas.budget import claim_trial
+    from bonas.workers import RunSummary, SignalGuard
 
     start = time.perf_counter()
-    trial = claim_trial(worker.study, worker.storage, worker.lock, n_trials=10**6, timeout=0)
+    trial = claim_trial(worker.study, worker.storage, worker.lock, n_trials=10**6, timeout=0).trial
     worker.run_trial(trial, SignalGuard(), RunSummary())
     return time.perf_counter() - start
 

@@ -330,7 +330,8 @@ def part_d(results: dict) -> dict:
 
     from bonas.config import load_config
     from bonas.space import suggest_arch, suggest_training
-    from bonas.study import make_sampler, open_storage
+    from bonas.storage import open_storage
+    from bonas.study import make_sampler
 
     cfg = load_config(ROOT / "studies" / "digits.toml")
     out = {}

@@ -51,7 +51,7 @@ def _optuna_storage(url: str, legacy_sqlite: bool = False):
         return _journal_storage(url[len("journal:") :])
     if legacy_sqlite:  # Optuna's defaults: rollback journal, 5 s busy timeout
         return optuna.storages.RDBStorage(url)
-    from bonas.study import open_storage
+    from bonas.storage import open_storage
 
     return open_storage(url)
 
@@ -62,7 +62,8 @@ def _worker(kind: str, url: str, name: str, window: float, n_trials: int, out, r
 
     import optuna
 
-    from bonas.workers import StudyLock, claim_trial  # imports torch: done before the clock starts
+    from bonas.budget import claim_trial
+    from bonas.storage import StudyLock
 
     warnings.filterwarnings("ignore")
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -79,8 +80,8 @@ def _worker(kind: str, url: str, name: str, window: float, n_trials: int, out, r
             while time.time() < start.value:
                 time.sleep(0.001)
             while time.time() < stop_at:
-                claimed = claim_trial(study, storage, lock, n_trials, 0)
-                if isinstance(claimed, str):
+                claimed = claim_trial(study, storage, lock, n_trials, 0).trial
+                if claimed is None:
                     break
                 try:
                     study.tell(claimed, trivial(claimed))

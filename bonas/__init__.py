@@ -1,15 +1,22 @@
 """bonas: Bayesian-optimisation neural architecture search on Optuna and Lightning.
 
 config -> search space -> ArchSpec -> model -> trial -> study storage. The public names below are
-the stable API; everything else lives in modules named for what they do.
+the stable API; everything else lives in modules named for what they do. Names that need torch are
+imported on first use, so ``import bonas`` (and ``bonas --help``, ``bonas trials``) stays light.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from bonas.config import StudyConfig, load_config, parse_config
 from bonas.errors import BonasError, ConfigError, DataError, StorageError, StudyError, UsageError
-from bonas.model import build_model, count_flops, count_params
 from bonas.spec import ArchSpec, BlockSpec, TrainSpec
 
 __version__ = "0.1.0"
+
+_LAZY = {"build_model": "bonas.model", "count_flops": "bonas.model", "count_params": "bonas.model"}
 
 __all__ = [
     "ArchSpec",
@@ -28,3 +35,9 @@ __all__ = [
     "load_config",
     "parse_config",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'bonas' has no attribute {name!r}")

@@ -17,9 +17,10 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.trial import TrialState
 
+from bonas import records as R
 from bonas.checkpoint import make_checkpoint, save_checkpoint
 from bonas.config import StudyConfig
-from bonas.study import sqlite_path
+from bonas.urls import sqlite_path
 
 log = logging.getLogger("bonas.artifacts")
 
@@ -43,10 +44,10 @@ def open_store(config: StudyConfig, url: str) -> FileSystemArtifactStore:
     return FileSystemArtifactStore(str(path))
 
 
-def rank_among_complete(study: optuna.Study, value: float) -> int:
-    """1-based rank ``value`` would take among the study's COMPLETE trials (ties: the newcomer last)."""
-    better_or_equal = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values[0] >= value)
-    return better_or_equal + 1
+def rank_among_rankable(study: optuna.Study, value: float) -> int:
+    """1-based rank ``value`` would take among the study's rankable trials (ties: the newcomer last)."""
+    recs = R.records(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    return sum(1 for r in recs if r.rankable and r.values[0] >= value) + 1
 
 
 class Keeper:
@@ -56,11 +57,12 @@ class Keeper:
         self.k = config.artifacts.keep_top_k
         self.curves = config.artifacts.curves
         self.config = config
+        self.folder = artifact_dir(config, url)
         self.store = open_store(config, url) if self.k > 0 else None
 
     def keep(self, study: optuna.Study, trial: optuna.Trial, value: float, prepared, module, splits) -> bool:
         """Before tell: upload this trial's artifacts if it ranks within the top k."""
-        if self.store is None or rank_among_complete(study, value) > self.k:
+        if self.store is None or rank_among_rankable(study, value) > self.k:
             return False
         ckpt = make_checkpoint(
             module.net, prepared.arch, splits.input_shape, splits.classes, splits.mean, splits.std,
@@ -83,15 +85,16 @@ class Keeper:
         """Remove the files of completed trials outside the top k; returns how many were removed."""
         if self.store is None:
             return 0
-        complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: (-t.values[0], t.number))
+        keep = {r.number for r in R.top_k(R.records(study.get_trials(deepcopy=False)), self.k)}
         removed = 0
-        for t in complete[self.k :]:
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if t.number in keep:
+                continue
             for key, meta in t.system_attrs.items():
                 if not key.startswith("artifacts:"):
                     continue
                 artifact_id = json.loads(meta)["artifact_id"] if isinstance(meta, str) else None
-                path = Path(self.store._base_path) / artifact_id if artifact_id else None
-                if path is not None and path.exists():
+                if artifact_id and (self.folder / artifact_id).exists():
                     try:
                         self.store.remove(artifact_id)
                         removed += 1

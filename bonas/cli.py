@@ -6,12 +6,10 @@ Bad input of any kind prints one line (``bonas: <what>: <why>; <how to fix>``) a
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
-import time
 
-from bonas.errors import EXIT_USAGE, BonasError, StudyError, UsageError
+from bonas.errors import EXIT_USAGE, BonasError, UsageError
 
 
 def _positive_int(text: str) -> int:
@@ -48,52 +46,13 @@ def _add_storage(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", metavar="URL", help="Optuna storage URL; overrides the config and $BONAS_STORAGE")
 
 
-def _load_for_run(args: argparse.Namespace):
-    """Config + overrides + storage URL, all validated before anything is written."""
-    from bonas.config import load_config
-    from bonas.study import check_storage_url, find_config, resolve_storage, warm_start_params
-
-    config = load_config(find_config(args.config))
-    if args.n_trials is not None:
-        config.budget.n_trials = args.n_trials
-    if args.timeout is not None:
-        config.budget.timeout = args.timeout
-    if getattr(args, "data_dir", None):
-        config.data.dir = args.data_dir
-    if getattr(args, "threads", None):
-        os.environ["BONAS_THREADS"] = str(args.threads)  # inherited by spawned workers
-    url = resolve_storage(config, args.storage)
-    check_storage_url(url, "--storage" if args.storage else config.path)
-    check_writable(url)
-    warm_start_params(config)  # a broken warm-start file or missing source study fails here, before anything exists
-    return config, url
-
-
-def check_writable(url: str) -> None:
-    """Fail before loading data when a SQLite database could not be created (nothing is left behind)."""
-    import tempfile
-
-    from bonas.errors import StorageError
-    from bonas.study import sqlite_path
-
-    path = sqlite_path(url)
-    if path is None:
-        return
-    if path.exists():
-        if path.is_dir() or not os.access(path, os.W_OK):
-            raise StorageError(f"{path}: study database is not a writable file; fix its permissions or choose another --storage")
-        return
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    try:  # the real test (permission bits do not stop root, read-only file systems do)
-        with tempfile.TemporaryFile(dir=parent):
-            pass
-    except OSError as err:
-        raise StorageError(f"{parent}: directory is not writable ({err.strerror}), cannot create {path}; choose another --storage") from None
-
-
 # --- search / worker -------------------------------------------------------------------------------
+
+
+def _run_args(args: argparse.Namespace):
+    from bonas.search import RunArgs
+
+    return RunArgs(args.config, args.n_trials, args.timeout, args.data_dir, args.threads, args.storage, args.verbose)
 
 
 class Search:
@@ -111,89 +70,9 @@ class Search:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from bonas.leaderboard import Progress, leaderboard, state_counts
-        from bonas.workers import EXIT_INTERRUPTED, WAIT, Worker, budget_status, describe_url, prepare_worker
+        from bonas.search import search
 
-        config, url = _load_for_run(args)
-        n_trials, timeout = config.budget.n_trials, config.budget.timeout
-        splits = prepare_worker(config, url, args.verbose, args.workers)
-        if args.workers > 1:
-            return _search_parallel(config, url, splits, args)
-        worker = Worker(config, url, splits, verbose=args.verbose)
-        study = worker.study
-        done = budget_status(study, n_trials, timeout)
-        if done not in (None, WAIT):  # WAIT: a running trial may belong to a dead worker; the loop reaps it
-            _say_finished(config, done)
-        else:
-            print(f"study {config.name!r}: {config.dataset}, {config.sampler.name} sampler, {config.pruner.name} pruner, "
-                  f"budget {n_trials} trials{f' / {timeout:g}s' if timeout else ''}, storage {describe_url(url)}", flush=True)
-            progress = Progress(config.name, n_trials)
-            progress.update(study)
-            start = time.perf_counter()
-            try:
-                summary = worker.run(n_trials, timeout, on_trial=progress.update)
-            finally:
-                progress.close()
-            elapsed = time.perf_counter() - start
-            print(f"{summary.stop_reason} ({summary.finished} trials finished in this run, {elapsed:.0f}s; states {state_counts(study)})")
-            if summary.interrupted:
-                return EXIT_INTERRUPTED.get(summary.interrupted, 1)
-            if summary.stop_reason.startswith("stopped"):
-                print(leaderboard(study, top=args.top))
-                return 1
-        _print_results(study, config, url, args.top)
-        return 0
-
-
-def _say_finished(config, done: str) -> None:
-    print(f"study {config.name!r} is finished ({done.removeprefix('done: ')}); raise budget.n_trials or pass --n-trials to add more")
-
-
-def _print_results(study, config, url: str, top: int) -> None:
-    from bonas.leaderboard import describe_best, leaderboard
-    from bonas.study import mask_url
-
-    print()
-    print(leaderboard(study, top=top))
-    print()
-    print(describe_best(study))
-    print()
-    print(f"browse: bonas dashboard {config.path}   (or: optuna-dashboard {mask_url(url)})")
-
-
-def _search_parallel(config, url: str, splits, args: argparse.Namespace) -> int:
-    from bonas.leaderboard import Progress
-    from bonas.workers import WAIT, budget_status, open_study, spawn_workers
-
-    # The study (and its schema) exists before any worker starts: N workers never race to create it.
-    _, _, study = open_study(config, url, splits.describe())
-    n_trials, timeout = config.budget.n_trials, config.budget.timeout
-    done = budget_status(study, n_trials, timeout)
-    if done not in (None, WAIT):
-        _say_finished(config, done)
-    else:
-        print(f"study {config.name!r}: {args.workers} workers, budget {n_trials} trials", flush=True)
-        import signal
-
-        procs = spawn_workers(config, url, args.workers, n_trials, timeout, args.verbose)
-        # SIGTERM to the launcher reaches every worker: each ends its trial as FAIL, requeues it, exits.
-        signal.signal(signal.SIGTERM, lambda *_: [p.terminate() for p in procs if p.is_alive()])
-        progress = Progress(config.name, n_trials)
-        try:
-            while any(p.is_alive() for p in procs):
-                progress.update(study)
-                time.sleep(1.0)
-        except KeyboardInterrupt:  # Ctrl-C reached the workers too (one process group): let them finish up
-            for p in procs:
-                p.join(timeout=120)
-        progress.update(study)
-        progress.close()
-        codes = [p.exitcode for p in procs]
-        if any(c != 0 for c in codes):
-            print(f"bonas: workers exited with codes {codes}", file=sys.stderr)
-            return max(c for c in codes if c is not None) if any(c for c in codes) else 1
-    _print_results(study, config, url, args.top)
-    return 0
+        return search(_run_args(args), args.workers, args.top)
 
 
 class WorkerCmd:
@@ -210,26 +89,9 @@ class WorkerCmd:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        import os
-        import zlib
+        from bonas.search import worker_command
 
-        from bonas.leaderboard import Progress
-        from bonas.workers import EXIT_INTERRUPTED, Worker, prepare_worker
-
-        config, url = _load_for_run(args)
-        splits = prepare_worker(config, url, args.verbose)
-        # Workers on several machines must not share a sampler seed, or they propose the same trials.
-        index = args.index if args.index is not None else zlib.crc32(f"{os.uname().nodename}:{os.getpid()}".encode()) % 100_000
-        worker = Worker(config, url, splits, index=index, seed=config.seed + 1000 * index, verbose=args.verbose)
-        progress = Progress(config.name, config.budget.n_trials)
-        try:
-            summary = worker.run(config.budget.n_trials, config.budget.timeout, on_trial=progress.update)
-        finally:
-            progress.close()
-        print(f"worker {worker.name}: {summary.stop_reason} ({summary.finished} finished, {summary.failed} failed, {summary.dropped} dropped)")
-        if summary.interrupted:
-            return EXIT_INTERRUPTED.get(summary.interrupted, 1)
-        return 1 if summary.stop_reason.startswith("stopped") else 0
+        return worker_command(_run_args(args), args.index)
 
 
 # --- reading studies ------------------------------------------------------------------------------
@@ -264,12 +126,14 @@ class Trials:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from bonas.leaderboard import leaderboard, state_counts
+        from bonas.leaderboard import leaderboard
+        from bonas.records import state_counts
         from bonas.study import open_existing
 
-        study = open_existing(args.study, args.storage).study
-        print(leaderboard(study, top=args.top or None))
-        print(f"\n{len(study.trials)} trials: {state_counts(study)}")
+        opened = open_existing(args.study, args.storage)
+        trials = opened.study.get_trials(deepcopy=False)
+        print(leaderboard(opened.study, top=args.top or None, budget=opened.config.budget.n_trials))
+        print(f"\n{len(trials)} trials: {state_counts(trials)}")
         return 0
 
 
@@ -284,37 +148,10 @@ class Show:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from bonas.leaderboard import val_acc
-        from bonas.model import build_model, format_summary, summarize
-        from bonas.space import specs_from_params
-        from bonas.spec import ArchSpec
-        from bonas.study import ATTR_DATA, open_existing
+        from bonas.rebuild import show
+        from bonas.study import open_existing
 
-        opened = open_existing(args.study, args.storage)
-        study, config = opened.study, opened.config
-        trials = study.get_trials(deepcopy=False)
-        if not 0 <= args.trial < len(trials):
-            raise StudyError(f"study {study.study_name!r} has no trial {args.trial} (trials 0..{len(trials) - 1})")
-        t = trials[args.trial]
-        data = study.user_attrs.get(ATTR_DATA)
-        if data is None:
-            raise StudyError(f"study {study.study_name!r} has no stored data shape; was it made by bonas?")
-        shape = tuple(data["input_shape"])
-        try:
-            arch, train = specs_from_params(t.params, config.space, config.training, config.data, shape)
-        except ValueError as err:
-            raise StudyError(f"trial {t.number} cannot be rebuilt from its params ({err})") from None
-        net = build_model(arch, shape, data["n_classes"])
-        acc = val_acc(t)
-        print(f"trial {t.number} of {study.study_name!r}: {t.state.name}, val_acc {'-' if acc is None else f'{acc:.4f}'}")
-        print(f"  input {'x'.join(map(str, shape))}, {data['n_classes']} classes ({data['dataset']})")
-        print(f"  architecture  {arch.describe()}")
-        print(f"  training      {', '.join(f'{k}={v}' for k, v in dataclasses.asdict(train).items())}")
-        stored = t.user_attrs.get("arch")
-        if stored is not None and ArchSpec.from_dict(stored) != arch:
-            print("  warning: the rebuilt architecture differs from the one stored on the trial", file=sys.stderr)
-        print()
-        print(format_summary(summarize(net, shape)))
+        print(show(open_existing(args.study, args.storage), args.trial))
         return 0
 
 
@@ -332,27 +169,10 @@ class Dashboard:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from optuna.artifacts import FileSystemArtifactStore
-
-        from bonas.artifacts import artifact_dir
-        from bonas.dashboard import is_loopback, serve
+        from bonas.dashboard import run_dashboard
         from bonas.study import open_existing
 
-        if not is_loopback(args.host) and not args.allow_remote:
-            raise UsageError(f"--host {args.host} would expose the dashboard, which has no authentication, beyond this machine; "
-                             "add --allow-remote if you mean it (or tunnel: ssh -L 8080:127.0.0.1:8080 host)")
-        opened = open_existing(args.study, args.storage)
-        folder = artifact_dir(opened.config, opened.url)
-        folder.mkdir(parents=True, exist_ok=True)
-        if not is_loopback(args.host):
-            print(f"bonas: warning: serving on {args.host}: anyone who can reach this port can read and change the study (no authentication)", file=sys.stderr)
-        print(f"optuna-dashboard for study {opened.study.study_name!r}: http://{args.host}:{args.port}/dashboard/ (artifacts: {folder}); Ctrl-C stops it", flush=True)
-        try:
-            serve(opened.study._storage, FileSystemArtifactStore(str(folder)), args.host, args.port, quiet=args.quiet)
-        except OSError as err:
-            raise UsageError(f"cannot listen on {args.host}:{args.port}: {err.strerror}; choose another --port") from None
-        except KeyboardInterrupt:
-            pass
+        run_dashboard(open_existing(args.study, args.storage), args.host, args.port, args.allow_remote, args.quiet)
         return 0
 
 

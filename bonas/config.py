@@ -79,7 +79,11 @@ class TrainingConfig:
     optimizers: list[str] = field(default_factory=lambda: ["adamw", "sgd"])  # sgd has nesterov momentum 0.9
     lr: list[float] = field(default_factory=lambda: [1e-3, 1e-2])  # [min, max], sampled log-uniform
     weight_decay: list[float] = field(default_factory=lambda: [1e-5, 1e-2])  # [min, max], log-uniform
-    schedule: str = "cosine"  # cosine: lr decays to 0 over max_epochs; constant: no decay
+    schedule: str = "cosine"  # cosine: lr decays to 0 over max_epochs; onecycle: up then down (Smith); constant: no decay
+    warmup_epochs: float = 0.0  # cosine: linear warm-up from lr/10 over this many epochs
+    label_smoothing: float = 0.0  # cross-entropy label smoothing
+    ema_decay: float = 0.0  # 0 = off; else an exponential moving average of the weights is validated and kept
+    channels_last: bool = True  # on CUDA: channels_last memory format (faster bf16 convolutions); ignored on CPU
     precision: str = "auto"  # auto: bf16-mixed on CUDA, 32-true elsewhere; or any Lightning precision
     eval_batch_size: int = 1024  # validation batches: large, they hold no gradients
 
@@ -91,6 +95,7 @@ class DataConfig:
     train_subset: int = 0  # use only this many training images (class-balanced); 0 = all
     val_subset: int = 0  # likewise for validation; 0 = all
     augment: str = "none"  # none | auto (crop+flip where the data set allows) | search (a trial param)
+    cutout: int = 0  # with augmentation: a random square of this many pixels a side blanked per image; 0 = off
     root: str = ""  # imagefolder: the root/<class>/*.png tree
     image_size: int = 32  # imagefolder: images are resized to image_size x image_size
     channels: int = 3  # imagefolder: 1 (grey) or 3 (RGB)
@@ -361,7 +366,13 @@ def _validate(c: StudyConfig, raw: dict[str, Any], source: str) -> None:
     _choices(fail, "training.optimizers", t.optimizers, allowed=OPTIMIZERS)
     _range(fail, "training.lr", t.lr, positive=True, lower=1e-12)
     _range(fail, "training.weight_decay", t.weight_decay, positive=True, lower=0.0)
-    _one_of(fail, "training.schedule", t.schedule, ("cosine", "constant"))
+    _one_of(fail, "training.schedule", t.schedule, ("cosine", "onecycle", "constant"))
+    if t.warmup_epochs < 0 or t.warmup_epochs >= t.max_epochs:
+        fail("training.warmup_epochs", f"must be >= 0 and below max_epochs ({t.max_epochs}), got {t.warmup_epochs}")
+    if not 0.0 <= t.label_smoothing < 1.0:
+        fail("training.label_smoothing", f"must be in [0, 1), got {t.label_smoothing}")
+    if not (t.ema_decay == 0.0 or 0.5 <= t.ema_decay < 1.0):
+        fail("training.ema_decay", f"use 0 (off) or a decay in [0.5, 1), e.g. 0.999, got {t.ema_decay}")
     if t.eval_batch_size < 1:
         fail("training.eval_batch_size", f"must be >= 1, got {t.eval_batch_size}")
 
@@ -372,6 +383,8 @@ def _validate(c: StudyConfig, raw: dict[str, Any], source: str) -> None:
         if getattr(d, key) < 0:
             fail(f"data.{key}", f"must be >= 0 (0 = all), got {getattr(d, key)}")
     _one_of(fail, "data.augment", d.augment, AUGMENTS)
+    if d.cutout < 0:
+        fail("data.cutout", f"must be >= 0 pixels (0 = off), got {d.cutout}")
     if d.channels not in (1, 3):
         fail("data.channels", f"must be 1 or 3, got {d.channels}")
     if d.image_size < 4:

@@ -1,9 +1,7 @@
-"""optuna-dashboard for bonas studies: trial notes that explain each architecture, and a safe server.
+"""optuna-dashboard for bonas studies, served safely.
 
-Every trial gets a Markdown note (optuna-dashboard's note API): the architecture as a table of layers,
-output shapes, parameters and FLOPs, totals, epochs run and why the trial ended. ``serve`` starts the
-dashboard on the study's storage and artifact store, on 127.0.0.1 unless told otherwise, behind a small
-WSGI filter: artifacts are served only as PNG/JPEG/JSON/CSV/text or as downloads (never as HTML or SVG,
+``serve`` starts the dashboard on the study's storage and artifact store (the notes it shows are written
+by bonas.notes), on 127.0.0.1 unless told otherwise, behind a small WSGI filter: artifacts are served only as PNG/JPEG/JSON/CSV/text or as downloads (never as HTML or SVG,
 which could run script in the dashboard's origin), uploads of other types are refused, and the
 "any origin may read" CORS header is dropped.
 """
@@ -14,80 +12,17 @@ import ipaddress
 import json
 import mimetypes
 import os
-from typing import Any
+import re
+import sys
+from pathlib import Path
 
-import optuna
-from optuna_dashboard import save_note
-
-from bonas.leaderboard import si
-from bonas.model import LayerRow
+from bonas.errors import UsageError
+from bonas.storage import storage_of
+from bonas.study import Opened
 
 INLINE_TYPES = {"image/png", "image/jpeg", "application/json", "text/csv", "text/plain"}
 UPLOAD_TYPES = INLINE_TYPES | {"application/octet-stream"}
-
-
-def note_markdown(
-    number: int,
-    state: str,
-    value: float | None,
-    arch_line: str | None,
-    rows: list[LayerRow] | None,
-    epochs: int | None,
-    max_epochs: int,
-    reason: str,
-    train: dict[str, Any] | None,
-    seconds: float | None,
-    kept: bool = False,
-) -> str:
-    head = f"### Trial {number}: {state}" + (f", val_acc {value:.4f}" if value is not None else "")
-    lines = [head, ""]
-    if arch_line:
-        lines += [f"`{arch_line}`", ""]
-    if rows:
-        lines += ["| layer | type | output | params | FLOPs |", "|---|---|---|---:|---:|"]
-        for r in rows:
-            shape = "×".join(str(s) for s in r.output_shape)
-            lines.append(f"| {r.name} | {r.kind} | {shape} | {r.params:,} | {si(r.flops)} |")
-        total_p, total_f = sum(r.params for r in rows), sum(r.flops for r in rows)
-        lines += [f"| **total** | | | **{total_p:,}** | **{si(total_f)}** |", ""]
-        lines.append(f"- **parameters** {total_p:,} · **FLOPs per image** {total_f:,} ({si(total_f)})")
-    if epochs is not None:
-        lines.append(f"- **epochs run** {epochs} of {max_epochs}")
-    lines.append(f"- **ended** {reason}")
-    if train:
-        knobs = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in train.items())
-        lines.append(f"- **training** {knobs}")
-    if seconds is not None:
-        lines.append(f"- **training time** {seconds:.1f} s")
-    if kept:
-        lines.append("- **artifacts** weights (checkpoint), ArchSpec and learning curve, kept while this trial is in the top k")
-    return "\n".join(lines) + "\n"
-
-
-def write_note(trial: optuna.Trial, body: str) -> None:
-    save_note(trial, body)
-
-
-def study_note(config_dict: dict[str, Any], data_info: dict[str, Any], command: str) -> str:
-    space = config_dict.get("space", {})
-    lines = [
-        f"## bonas study `{config_dict.get('name')}`",
-        "",
-        f"- **data** {data_info.get('dataset')}: {data_info.get('n_train')} train / {data_info.get('n_val')} validation images, "
-        f"input {'×'.join(map(str, data_info.get('input_shape', [])))}, {data_info.get('n_classes')} classes",
-        f"- **sampler** {config_dict.get('sampler', {}).get('name')}, **pruner** {config_dict.get('pruner', {}).get('name')}, "
-        f"**epochs per trial** {config_dict.get('training', {}).get('max_epochs')}",
-        f"- **space** blocks {space.get('n_blocks')}, widths {space.get('widths') or space.get('width_range')}, kernels {space.get('kernel_sizes')}, "
-        f"pooling {space.get('pooling')}, heads {space.get('heads')}, dense layers {space.get('dense_layers')}",
-        f"- **reproduce** `{command}`",
-        "",
-        "Each trial's note shows its architecture layer by layer; the resolved config, package versions and "
-        "hardware are in the study's user attributes.",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-# --- serving -----------------------------------------------------------------------------------------
+ARTIFACT_ID = re.compile(r"[0-9a-fA-F-]+")  # optuna-dashboard's own route pattern
 
 
 def is_loopback(host: str) -> bool:
@@ -102,7 +37,7 @@ def is_loopback(host: str) -> bool:
 class SafeArtifacts:
     """WSGI filter in front of optuna-dashboard's app (see the module docstring)."""
 
-    def __init__(self, app, artifact_dir: str | None = None):
+    def __init__(self, app, artifact_dir: str):
         self.app = app
         self.artifact_dir = artifact_dir
 
@@ -118,7 +53,11 @@ class SafeArtifacts:
         if not path.startswith("/artifacts/"):
             return self.app(environ, start_response)
         artifact_id = path.rstrip("/").rsplit("/", 1)[-1]
-        if self.artifact_dir is not None and not os.path.isfile(os.path.join(self.artifact_dir, os.path.basename(artifact_id))):
+        if not ARTIFACT_ID.fullmatch(artifact_id) or ".." in path:  # never a path: artifact ids are uuids
+            body = b"No such artifact."
+            start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", str(len(body))), ("X-Content-Type-Options", "nosniff")])
+            return [body]
+        if not os.path.isfile(os.path.join(self.artifact_dir, artifact_id)):
             body = b"This artifact was removed: bonas keeps the files of the top-k trials only (artifacts.keep_top_k)."
             start_response("410 Gone", [("Content-Type", "text/plain"), ("Content-Length", str(len(body))), ("X-Content-Type-Options", "nosniff")])
             return [body]
@@ -155,14 +94,14 @@ class SafeArtifacts:
         return None
 
 
-def make_app(storage, artifact_store):
+def make_app(storage, artifact_dir: Path):
+    from optuna.artifacts import FileSystemArtifactStore
     from optuna_dashboard import wsgi
 
-    base = getattr(artifact_store, "_base_path", None)
-    return SafeArtifacts(wsgi(storage, artifact_store=artifact_store), str(base) if base is not None else None)
+    return SafeArtifacts(wsgi(storage, artifact_store=FileSystemArtifactStore(str(artifact_dir))), str(artifact_dir))
 
 
-def serve(storage, artifact_store, host: str, port: int, quiet: bool = False) -> None:
+def serve(storage, artifact_dir: Path, host: str, port: int, quiet: bool = False) -> None:
     """Blocks, serving until interrupted (wsgiref, threaded: fine for one person browsing)."""
     from socketserver import ThreadingMixIn
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -178,8 +117,28 @@ def serve(storage, artifact_store, host: str, port: int, quiet: bool = False) ->
     import warnings
 
     warnings.filterwarnings("ignore", category=UserWarning, module=r"optuna\.importance")  # per page view otherwise
-    httpd = make_server(host, port, make_app(storage, artifact_store), server_class=Server, handler_class=QuietHandler)
+    httpd = make_server(host, port, make_app(storage, artifact_dir), server_class=Server, handler_class=QuietHandler)
     try:
         httpd.serve_forever()
     finally:
         httpd.server_close()
+
+
+def run_dashboard(opened: Opened, host: str, port: int, allow_remote: bool, quiet: bool) -> None:
+    """`bonas dashboard`: refuse a non-loopback address unless allowed, then serve the study."""
+    from bonas.artifacts import artifact_dir
+
+    if not is_loopback(host) and not allow_remote:
+        raise UsageError(f"--host {host} would expose the dashboard, which has no authentication, beyond this machine; "
+                         "add --allow-remote if you mean it (or tunnel: ssh -L 8080:127.0.0.1:8080 host)")
+    folder = artifact_dir(opened.config, opened.url)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not is_loopback(host):
+        print(f"bonas: warning: serving on {host}: anyone who can reach this port can read and change the study (no authentication)", file=sys.stderr)
+    print(f"optuna-dashboard for study {opened.study.study_name!r}: http://{host}:{port}/dashboard/ (artifacts: {folder}); Ctrl-C stops it", flush=True)
+    try:
+        serve(storage_of(opened.study), folder, host, port, quiet=quiet)
+    except OSError as err:
+        raise UsageError(f"cannot listen on {host}:{port}: {err.strerror}; choose another --port") from None
+    except KeyboardInterrupt:
+        pass

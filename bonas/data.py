@@ -126,6 +126,14 @@ class Batches:
     def __len__(self) -> int:
         return (len(self.y) + self.batch_size - 1) // self.batch_size
 
+    # Lightning saves and restores a train loader with these in its checkpoints: a resumed trial draws the
+    # same batch order it would have drawn without the interruption.
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
     def __iter__(self):
         n, bs = len(self.y), self.batch_size
         if not self.shuffle:
@@ -145,12 +153,13 @@ class Preprocess(nn.Module):
     which torchvision's batched transforms (one draw per batch) do not do.
     """
 
-    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], crop_pad: int = 0, flip: bool = False):
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], crop_pad: int = 0, flip: bool = False, cutout: int = 0):
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
         self.crop_pad = crop_pad
         self.flip = flip
+        self.cutout = cutout
 
     def forward(self, x: torch.Tensor, augment: bool = False) -> torch.Tensor:
         if augment and self.crop_pad > 0:
@@ -158,7 +167,23 @@ class Preprocess(nn.Module):
         if augment and self.flip:
             flip = torch.rand(x.shape[0], device=x.device) < 0.5
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
-        return (x.float().div_(255.0) - self.mean) / self.std
+        x = (x.float().div_(255.0) - self.mean) / self.std
+        if augment and self.cutout > 0:
+            x = cutout(x, self.cutout)
+        return x
+
+
+def cutout(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Per-image cutout (DeVries & Taylor 2017): a size x size square at a random centre (it may reach past
+    the border) set to 0, the mean after normalisation; one masked multiply for the batch."""
+    n, _, h, w = x.shape
+    cy = torch.randint(0, h, (n, 1, 1), device=x.device)
+    cx = torch.randint(0, w, (n, 1, 1), device=x.device)
+    rows = torch.arange(h, device=x.device).view(1, h, 1)
+    cols = torch.arange(w, device=x.device).view(1, 1, w)
+    top, left = cy - size // 2, cx - size // 2
+    inside = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)
+    return x * (~inside).unsqueeze(1).to(x.dtype)
 
 
 def random_crop(x: torch.Tensor, pad: int) -> torch.Tensor:

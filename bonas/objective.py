@@ -1,4 +1,10 @@
-"""One trial: space -> specs -> a fresh network -> Lightning training with pruning -> recorded results."""
+"""One trial: space -> specs -> a fresh network -> Lightning training with pruning -> an :class:`Outcome`.
+
+Every ordinary way a trial ends is a value, not an exception: completed, pruned at an epoch, diverged
+(NaN loss), out of memory, infeasible (over a limit, never trained), reused (an identical trial's result
+stands), dropped (a peer failed it while this worker was stalled). Only interruptions (SIGTERM, Ctrl-C)
+and bugs leave :meth:`Objective.run` as exceptions; the worker records those.
+"""
 
 from __future__ import annotations
 
@@ -11,32 +17,17 @@ import numpy as np
 import optuna
 import torch
 from lightning.pytorch.callbacks import Callback
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from optuna_integration import PyTorchLightningPruningCallback
 
+from bonas import records as R
 from bonas.config import StudyConfig
 from bonas.data import Batches, Preprocess, Splits
 from bonas.model import LayerRow, build_model, count_params, measure_latency, summarize
 from bonas.space import suggest_arch, suggest_training
 from bonas.spec import ArchSpec, TrainSpec
-from bonas.train import VAL_ACC, Classifier, make_trainer
-
-# User attrs every trial carries (shown by optuna-dashboard, read by `bonas trials` and reports).
-ATTR_ARCH = "arch"  # the ArchSpec as a dict
-ATTR_ARCH_LINE = "arch_line"  # the ArchSpec in one line
-ATTR_TRAIN = "train"  # the TrainSpec as a dict
-ATTR_PARAMS = "params"
-ATTR_FLOPS = "flops"  # forward FLOPs per image
-ATTR_LATENCY = "latency_ms"  # {"1": ms, "64": ms}: median inference latency per batch size, training device
-ATTR_EPOCHS = "epochs"  # epochs actually trained (fewer when pruned, 0 when reused or infeasible)
-ATTR_SECONDS = "train_seconds"  # wall time of Trainer.fit
-ATTR_SEED = "seed"  # torch seed of the weights and batch order
-ATTR_KEY = "spec_key"  # hash of ArchSpec + TrainSpec: identical proposals share it
-ATTR_COST = "cost"  # the secondary objective's value (multi-objective studies)
-ATTR_CURVE = "val_acc_curve"  # val_acc per epoch (multi-objective studies: Optuna keeps no intermediate values)
-ATTR_REUSED = "reused_from"  # this trial repeated trial N's specs: N's result was reused, nothing trained
-ATTR_REASON = "end_reason"  # why a trial ended: pruned at epoch k, diverged, out of memory, infeasible, ...
-ATTR_INFEASIBLE = "infeasible"  # the constraints it broke, when it was skipped before training
+from bonas.storage import trial_id
+from bonas.train import VAL_ACC, Classifier, NonFiniteLoss, Recipe, make_trainer
 
 
 def trial_seed(study_seed: int, trial_number: int) -> int:
@@ -47,16 +38,51 @@ def spec_key(arch: ArchSpec, train: TrainSpec) -> str:
     return hashlib.sha256((arch.to_json() + train.to_json()).encode()).hexdigest()[:16]
 
 
-class Infeasible(Exception):
-    """The architecture breaks a constraint known before training: it is never trained."""
+def root_number(trial: FrozenTrial) -> int:
+    """The trial a retry repeats (itself when it is no retry): retries keep its seed."""
+    return trial.system_attrs.get(R.SYS_FAILED_TRIAL, trial.number)
 
 
-class Reused(Exception):
-    """An identical finished trial exists: its result stands for this one."""
+@dataclass
+class Prepared:
+    arch: ArchSpec
+    train: TrainSpec
+    net: torch.nn.Module
+    params: int
+    flops: int
+    seed: int
+    rows: list[LayerRow]  # per layer: output shape, params, FLOPs (for notes and `bonas show`)
+    latency_ms: dict[str, float]  # batch size -> median ms; empty when not measured
+    key: str
 
-    def __init__(self, source: optuna.trial.FrozenTrial):
-        super().__init__(f"reused trial {source.number}")
-        self.source = source
+    def cost(self, metric: str) -> float:
+        return {"params": float(self.params), "flops": float(self.flops), "latency": self.latency_ms.get("1", float("nan"))}[metric]
+
+
+@dataclass
+class Outcome:
+    """What happened to a trial. ``state`` is COMPLETE, PRUNED or FAIL; ``dropped`` means a peer failed it
+    while it ran (tell nothing). ``module`` is the trained network when it trained to the end."""
+
+    state: TrialState
+    value: float | tuple[float, float] | None
+    reason: str
+    prepared: Prepared | None = None
+    module: Classifier | None = None
+    dropped: bool = False
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.value[0] if isinstance(self.value, tuple) else self.value
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, Python's MemoryError, or the CPU allocator's RuntimeError."""
+    return isinstance(err, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in str(err)
+
+
+class TrialAbandoned(RuntimeError):
+    """The storage no longer lists this trial as RUNNING: drop it without telling anything."""
 
 
 class TrialGuard(Callback):
@@ -66,13 +92,10 @@ class TrialGuard(Callback):
         self.trial = trial
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        state = self.trial.study._storage.get_trial(self.trial._trial_id).state
-        if state != optuna.trial.TrialState.RUNNING:
-            raise TrialAbandoned(f"trial {self.trial.number} is {state.name} in the storage (a peer failed it)")
-
-
-class TrialAbandoned(RuntimeError):
-    """The storage no longer lists this trial as RUNNING: drop it without telling anything."""
+        frozen = self.trial.storage.get_trial(trial_id(self.trial))
+        if frozen.state != TrialState.RUNNING:
+            why = frozen.user_attrs.get(R.REASON) or "no reason recorded"
+            raise TrialAbandoned(f"a peer failed trial {self.trial.number} while this worker was away ({why}); its params were requeued")
 
 
 class PruningCallback(PyTorchLightningPruningCallback):
@@ -105,62 +128,37 @@ class CostAwarePruning(Callback):
         if trainer.sanity_checking or not pl_module.history:
             return
         epoch, acc = len(pl_module.history) - 1, pl_module.history[-1]
-        self.trial.set_user_attr(ATTR_CURVE, list(pl_module.history))
+        self.trial.set_user_attr(R.CURVE, list(pl_module.history))
         if self.percentile is None or epoch < self.n_warmup or epoch >= trainer.max_epochs - 1:
             return  # the last epoch: pruning now would save nothing
-        threshold = self.threshold(self.trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)), epoch)
+        threshold = self.threshold(R.records(self.trial.study.get_trials(deepcopy=False, states=R.FINISHED)), epoch)
         if threshold is not None and acc < threshold:
             raise optuna.TrialPruned(f"pruned at epoch {epoch}: val_acc {acc:.4f} < {threshold:.4f}, the "
                                      f"{self.percentile:g}th percentile of trials costing <= {self.cost:g}")
 
-    def threshold(self, finished: list[optuna.trial.FrozenTrial], epoch: int) -> float | None:
-        peers = [
-            t.user_attrs[ATTR_CURVE][epoch]
-            for t in finished
-            if t.user_attrs.get(ATTR_COST, float("inf")) <= self.cost
-            and len(t.user_attrs.get(ATTR_CURVE, [])) > epoch
-            and ATTR_REUSED not in t.user_attrs
-        ]
+    def threshold(self, finished: list[R.TrialRecord], epoch: int) -> float | None:
+        peers = [r.curve[epoch] for r in finished if r.trained and r.cost is not None and r.cost <= self.cost and len(r.curve) > epoch]
         if len(peers) < max(1, self.n_startup):
             return None
         return float(np.percentile(peers, self.percentile))
 
 
-@dataclass
-class Prepared:
-    arch: ArchSpec
-    train: TrainSpec
-    net: torch.nn.Module
-    params: int
-    flops: int
-    seed: int
-    rows: list[LayerRow]  # per layer: output shape, params, FLOPs (for notes and `bonas show`)
-    latency_ms: dict[str, float]  # batch size -> median ms; empty when not measured
-    key: str
-
-    def cost(self, metric: str) -> float:
-        return {"params": float(self.params), "flops": float(self.flops), "latency": self.latency_ms.get("1", float("nan"))}[metric]
-
-
 class Objective:
-    """Callable on an Optuna trial; holds the data (loaded once per worker) and the config."""
+    """Runs trials for one worker: holds the data (loaded once) and the config."""
 
     def __init__(self, config: StudyConfig, splits: Splits, verbose: bool = False):
         self.config = config
         self.splits = splits
         self.verbose = verbose
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.last: Prepared | None = None  # the last trial's specs and network, for notes and artifacts
-        self.last_module: Classifier | None = None
         o = config.objective
         self.multi = len(o.metrics) > 1
         self.latency_time = o.latency_time_s or (0.05 if ("latency" in o.metrics or o.max_latency_ms) else 0.0)
 
-    def prepare(self, trial: optuna.trial.BaseTrial, number: int) -> Prepared:
+    def prepare(self, trial: optuna.trial.BaseTrial, seed: int) -> Prepared:
         s = self.splits
         arch = suggest_arch(trial, self.config.space, s.input_shape)
         train = suggest_training(trial, self.config.training, self.config.data)
-        seed = trial_seed(self.config.seed, number)
         torch.manual_seed(seed)
         net = build_model(arch, s.input_shape, s.n_classes)
         rows = summarize(net, s.input_shape)
@@ -173,24 +171,28 @@ class Objective:
 
     def record(self, trial: optuna.Trial, p: Prepared) -> None:
         attrs: dict[str, Any] = {
-            ATTR_ARCH: p.arch.to_dict(),
-            ATTR_ARCH_LINE: p.arch.describe(),
-            ATTR_TRAIN: p.train.to_dict(),
-            ATTR_PARAMS: p.params,
-            ATTR_FLOPS: p.flops,
-            ATTR_SEED: p.seed,
-            ATTR_KEY: p.key,
+            R.ARCH: p.arch.to_dict(),
+            R.ARCH_LINE: p.arch.describe(),
+            R.TRAIN: p.train.to_dict(),
+            R.PARAMS: p.params,
+            R.FLOPS: p.flops,
+            R.LAYERS: [[r.name, r.kind, list(r.output_shape), r.params, r.flops] for r in p.rows],
+            R.SEED: p.seed,
+            R.KEY: p.key,
         }
         if p.latency_ms:
-            attrs[ATTR_LATENCY] = p.latency_ms
+            attrs[R.LATENCY] = p.latency_ms
         if self.multi:
-            attrs[ATTR_COST] = p.cost(self.config.objective.metrics[1])
+            attrs[R.COST] = p.cost(self.config.objective.metrics[1])
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
 
-    def check_constraints(self, trial: optuna.Trial, p: Prepared) -> None:
+    def values(self, acc: float, p: Prepared) -> float | tuple[float, float]:
+        return (acc, p.cost(self.config.objective.metrics[1])) if self.multi else acc
+
+    def broken_limits(self, trial: optuna.Trial, p: Prepared) -> list[str]:
         """Every configured limit goes through Trial.set_constraint (value - limit; <= 0 is feasible), so
-        the sampler learns where the feasible region is; a broken one skips the training."""
+        the sampler learns where the feasible region is; the broken ones are returned."""
         o = self.config.objective
         limits = [("params", o.max_params, p.params), ("flops", o.max_flops, p.flops), ("latency_ms", o.max_latency_ms, p.latency_ms.get("1"))]
         broken = []
@@ -199,25 +201,40 @@ class Objective:
                 trial.set_constraint(name, value - limit)
                 if value > limit:
                     broken.append(f"{name} {value:,.4g} > {limit:,.4g}")
-        if broken:
-            trial.set_user_attr(ATTR_INFEASIBLE, broken)
-            raise Infeasible("infeasible: " + "; ".join(broken))
+        return broken
 
-    def find_duplicate(self, trial: optuna.Trial, p: Prepared) -> optuna.trial.FrozenTrial | None:
+    def find_duplicate(self, trial: optuna.Trial, p: Prepared) -> R.TrialRecord | None:
         """A finished, trained trial with the same ArchSpec and TrainSpec (the first one)."""
-        for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-            if t.user_attrs.get(ATTR_KEY) == p.key and ATTR_REUSED not in t.user_attrs and ATTR_INFEASIBLE not in t.user_attrs:
-                return t
+        for t in trial.study.get_trials(deepcopy=False, states=R.FINISHED):
+            if t.user_attrs.get(R.KEY) == p.key:
+                r = R.TrialRecord.of(t)
+                if r.trained:
+                    return r
         return None
+
+    def reuse(self, trial: optuna.Trial, source: R.TrialRecord, p: Prepared) -> Outcome:
+        """Stand in the identical finished trial's result: same state, values, learning curve."""
+        trial.set_user_attr(R.REUSED, source.number)
+        trial.set_user_attr(R.EPOCHS, 0)
+        if source.curve:
+            trial.set_user_attr(R.CURVE, list(source.curve))
+        if not self.multi:
+            for step, v in sorted(source.trial.intermediate_values.items()):
+                trial.report(v, step)
+        if source.state == TrialState.COMPLETE:
+            value = tuple(source.values) if self.multi else source.values[0]
+            return Outcome(TrialState.COMPLETE, value, f"reused trial {source.number}: identical specs", p)
+        return Outcome(TrialState.PRUNED, None, f"reused trial {source.number} (pruned): identical specs", p)
 
     def fit(self, trial: optuna.Trial | None, p: Prepared, callbacks: list | None = None) -> Classifier:
         """Train ``p.net`` for max_epochs (pruned early through ``trial`` when given)."""
         s, t = self.splits, self.config.training
-        module = Classifier(p.net, p.train, Preprocess(s.mean, s.std, s.crop_pad, s.flip), t.max_epochs, t.schedule)
+        recipe = Recipe.of(t)
+        module = Classifier(p.net, p.train, Preprocess(s.mean, s.std, s.crop_pad, s.flip, self.config.data.cutout), t.max_epochs, recipe)
         callbacks = list(callbacks or [])
         if trial is not None:
             callbacks += [TrialGuard(trial), self.pruning_callback(trial, p)]
-        trainer = make_trainer(t.max_epochs, callbacks, t.precision, self.verbose)
+        trainer = make_trainer(t.max_epochs, callbacks, t.precision, self.verbose, recipe)
         train_batches = Batches(s.train_x, s.train_y, p.train.batch_size, shuffle=True, seed=p.seed)
         val_batches = Batches(s.val_x, s.val_y, t.eval_batch_size, shuffle=False)
         start = time.perf_counter()
@@ -225,8 +242,8 @@ class Objective:
             trainer.fit(module, train_dataloaders=train_batches, val_dataloaders=val_batches)
         finally:
             if trial is not None:
-                trial.set_user_attr(ATTR_EPOCHS, len(module.history))
-                trial.set_user_attr(ATTR_SECONDS, round(time.perf_counter() - start, 3))
+                trial.set_user_attr(R.EPOCHS, len(module.history))
+                trial.set_user_attr(R.SECONDS, round(time.perf_counter() - start, 3))
         return module
 
     def pruning_callback(self, trial: optuna.Trial, p: Prepared) -> Callback:
@@ -239,15 +256,34 @@ class Objective:
         warmup = pr.n_warmup_steps if pr.name == "median" else pr.min_resource - 1
         return CostAwarePruning(trial, p.cost(self.config.objective.metrics[1]), percentile, pr.n_startup_trials, warmup)
 
-    def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
-        self.last = self.last_module = None
-        p = self.last = self.prepare(trial, trial.number)
+    def run(self, trial: optuna.Trial) -> Outcome:
+        """Prepare, check limits and duplicates, train; every ordinary ending is an Outcome."""
+        frozen = trial.storage.get_trial(trial_id(trial))
+        p = self.prepare(trial, trial_seed(self.config.seed, root_number(frozen)))
         self.record(trial, p)
-        self.check_constraints(trial, p)
+        broken = self.broken_limits(trial, p)
+        if broken:  # never trained: the worst accuracy, its real cost
+            trial.set_user_attr(R.INFEASIBLE, broken)
+            trial.set_user_attr(R.EPOCHS, 0)
+            return Outcome(TrialState.COMPLETE, self.values(0.0, p), "infeasible: " + "; ".join(broken), p)
         if self.config.workers.reuse_duplicates:
             source = self.find_duplicate(trial, p)
             if source is not None:
-                raise Reused(source)
-        module = self.last_module = self.fit(trial, p)
-        acc = module.history[-1]
-        return (acc, p.cost(self.config.objective.metrics[1])) if self.multi else acc
+                return self.reuse(trial, source, p)
+        try:
+            module = self.fit(trial, p)
+        except optuna.TrialPruned as err:
+            reported = trial.storage.get_trial(trial_id(trial)).intermediate_values
+            if not reported:  # multi-objective: bonas' own pruner says why
+                return Outcome(TrialState.PRUNED, None, str(err) or "pruned", p)
+            epoch = max(reported)
+            return Outcome(TrialState.PRUNED, None, f"pruned at epoch {epoch} (val_acc {reported[epoch]:.4f})", p)
+        except NonFiniteLoss as err:
+            return Outcome(TrialState.PRUNED, None, f"diverged: {err}", p)
+        except TrialAbandoned as err:
+            return Outcome(TrialState.FAIL, None, str(err), p, dropped=True)
+        except (torch.OutOfMemoryError, MemoryError, RuntimeError) as err:
+            if not is_out_of_memory(err):
+                raise
+            return Outcome(TrialState.FAIL, None, f"out of memory: {str(err).splitlines()[0][:300] if str(err) else type(err).__name__}", p)
+        return Outcome(TrialState.COMPLETE, self.values(module.history[-1], p), R.COMPLETED, p, module)

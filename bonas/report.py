@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
-from bonas.leaderboard import ranked, si, val_acc
-from bonas.objective import ATTR_ARCH_LINE, ATTR_CURVE, ATTR_EPOCHS, ATTR_FLOPS, ATTR_PARAMS
+from bonas import records as R
+from bonas.notes import si
 
 log = logging.getLogger("bonas.report")
 
@@ -40,25 +40,15 @@ class Figure:
     why_not: str = ""
 
 
-def best_so_far(trials: list[FrozenTrial]) -> list[tuple[int, float]]:
-    """(trial number, best COMPLETE val_acc up to it), in trial order."""
+def best_so_far(recs: list[R.TrialRecord]) -> list[tuple[int, float]]:
+    """(trial number, best rankable val_acc up to it), in trial order."""
     out, best = [], None
-    for t in sorted(trials, key=lambda t: t.number):
-        if t.state == TrialState.COMPLETE:
-            best = t.values[0] if best is None else max(best, t.values[0])
+    for r in sorted(recs, key=lambda r: r.number):
+        if r.rankable:
+            best = r.values[0] if best is None else max(best, r.values[0])
         if best is not None:
-            out.append((t.number, best))
+            out.append((r.number, best))
     return out
-
-
-def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """Points (cost, accuracy) not beaten by a cheaper-or-equal, more-or-equally accurate point."""
-    front, best = [], -1.0
-    for cost, acc in sorted(points, key=lambda p: (p[0], -p[1])):
-        if acc > best:
-            front.append((cost, acc))
-            best = acc
-    return front
 
 
 def _save(fig, path: Path) -> str:
@@ -83,11 +73,11 @@ def _optuna_figure(name: str, title: str, folder: Path, draw) -> Figure:
         return Figure(name, title, None, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
 
 
-def _curve_figure(trials: list[FrozenTrial], folder: Path) -> Figure:
+def _curve_figure(recs: list[R.TrialRecord], folder: Path) -> Figure:
     """Learning curves of a multi-objective study, where Optuna keeps no intermediate values: bonas
     stores each trial's per-epoch accuracy as a user attr."""
     title = "learning curves (validation accuracy per epoch)"
-    curves = [(t.user_attrs[ATTR_CURVE], t.state) for t in trials if t.user_attrs.get(ATTR_CURVE)]
+    curves = [(r.curve, r.state) for r in recs if r.curve and r.trained]
     if not curves:
         return Figure("intermediate", title, None, "no trial has finished an epoch yet")
     plt = _plt()
@@ -104,18 +94,18 @@ def _curve_figure(trials: list[FrozenTrial], folder: Path) -> Figure:
     return Figure("intermediate", title, _save(fig, folder / "intermediate.png"))
 
 
-def _cost_figure(trials: list[FrozenTrial], attr: str, label: str, folder: Path) -> Figure:
-    pts = [(t.user_attrs[attr], val_acc(t), t.state) for t in trials if attr in t.user_attrs and val_acc(t) is not None]
-    complete = [(c, a) for c, a, s in pts if s == TrialState.COMPLETE]
+def _cost_figure(recs: list[R.TrialRecord], attr: str, label: str, folder: Path) -> Figure:
+    cost = (lambda r: r.params) if attr == R.PARAMS else (lambda r: r.flops)
+    complete = [(cost(r), r.values[0]) for r in recs if r.rankable and cost(r) is not None]
     if not complete:
         return Figure(f"acc_vs_{attr}", f"validation accuracy against {label}", None, "no completed trial yet")
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    pruned = [(c, a) for c, a, s in pts if s == TrialState.PRUNED]
+    pruned = [(cost(r), r.val_acc) for r in recs if r.state == TrialState.PRUNED and r.trained and cost(r) is not None and r.val_acc is not None]
     if pruned:
         ax.scatter(*zip(*pruned, strict=True), c="lightgray", s=18, label="pruned (last epoch)")
     ax.scatter(*zip(*complete, strict=True), c="tab:blue", s=22, label="complete")
-    front = pareto_front(complete)
+    front = [(cost(r), r.values[0]) for r in R.pareto_front(recs, cost)]
     ax.step(*zip(*front, strict=True), where="post", c="tab:red", label="Pareto front")
     ax.set_xscale("log")
     ax.set_xlabel(label + " (log)")
@@ -131,17 +121,18 @@ def write_report(study: optuna.Study, folder: Path) -> Path:
 
     folder.mkdir(parents=True, exist_ok=True)
     trials = study.get_trials(deepcopy=False)
+    recs = R.records(trials)
     single = len(study.directions) == 1
     target = {} if single else {"target": lambda t: t.values[0], "target_name": "val_acc"}
     figures = [
         _optuna_figure("history", "best-so-far history", folder, lambda: ovm.plot_optimization_history(study, **target)),
         _optuna_figure("intermediate", "learning curves (intermediate values)", folder, lambda: ovm.plot_intermediate_values(study))
-        if single else _curve_figure(trials, folder),
+        if single else _curve_figure(recs, folder),
         _optuna_figure("importances", "parameter importances", folder, lambda: ovm.plot_param_importances(study, **target)),
         _optuna_figure("parallel", "parallel coordinates (the most important parameters)", folder,
                        lambda: ovm.plot_parallel_coordinate(study, params=top_params(study, 6), **target)),
-        _cost_figure(trials, ATTR_PARAMS, "parameters", folder),
-        _cost_figure(trials, ATTR_FLOPS, "FLOPs per image", folder),
+        _cost_figure(recs, R.PARAMS, "parameters", folder),
+        _cost_figure(recs, R.FLOPS, "FLOPs per image", folder),
     ]
     if not single:
         def pareto():
@@ -152,7 +143,7 @@ def write_report(study: optuna.Study, folder: Path) -> Path:
         figures.append(_optuna_figure("pareto", "Pareto front (all objectives)", folder, pareto))
     csv = write_trials_csv(study, folder / "trials.csv")
     index = folder / "index.html"
-    index.write_text(_html(study, trials, figures, csv.name), encoding="utf-8")
+    index.write_text(_html(study, recs, figures, csv.name), encoding="utf-8")
     return index
 
 
@@ -180,21 +171,20 @@ def write_trials_csv(study: optuna.Study, path: Path) -> Path:
     return path
 
 
-def _html(study: optuna.Study, trials: list[FrozenTrial], figures: list[Figure], csv_name: str) -> str:
+def _html(study: optuna.Study, recs: list[R.TrialRecord], figures: list[Figure], csv_name: str) -> str:
     e = html.escape
-    counts: dict[str, int] = {}
-    for t in trials:
-        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    counts = R.state_counts(r.trial for r in recs)
     rows = []
     rank = 0
-    for t in ranked(trials):
-        rank += t.state == TrialState.COMPLETE
-        acc = val_acc(t)
+    for r in R.ranked(recs):
+        rank += r.rankable
+        acc = r.val_acc
+        reason = "" if r.reason == R.COMPLETED else r.reason
         rows.append(
-            f"<tr><td>{rank if t.state == TrialState.COMPLETE else '-'}</td><td>{t.number}</td><td>{t.state.name}</td>"
-            f"<td>{'-' if acc is None else f'{acc:.4f}'}</td><td>{si(t.user_attrs.get(ATTR_PARAMS))}</td>"
-            f"<td>{si(t.user_attrs.get(ATTR_FLOPS))}</td><td>{e(str(t.user_attrs.get(ATTR_EPOCHS, '-')))}</td>"
-            f"<td><code>{e(str(t.user_attrs.get(ATTR_ARCH_LINE, '')))}</code> {e(str(t.user_attrs.get('end_reason', '')))}</td></tr>"
+            f"<tr><td>{rank if r.rankable else '-'}</td><td>{r.number}</td><td>{r.state.name}</td>"
+            f"<td>{'-' if acc is None else f'{acc:.4f}'}</td><td>{si(r.params)}</td>"
+            f"<td>{si(r.flops)}</td><td>{'-' if r.epochs is None else r.epochs}</td>"
+            f"<td><code>{e(r.arch_line)}</code> {e(reason)}</td></tr>"
         )
     figs = []
     for f in figures:
@@ -202,8 +192,8 @@ def _html(study: optuna.Study, trials: list[FrozenTrial], figures: list[Figure],
             figs.append(f"<figure><img src='{e(f.file)}' alt='{e(f.title)}'><figcaption>{e(f.title)}</figcaption></figure>")
         else:
             figs.append(f"<figure class='missing'><figcaption>{e(f.title)}: not drawn ({e(f.why_not)})</figcaption></figure>")
-    config = study.user_attrs.get("bonas:config", {})
-    env = study.user_attrs.get("bonas:environment", {})
+    config = study.user_attrs.get(R.STUDY_CONFIG, {})
+    env = study.user_attrs.get(R.STUDY_ENV, {})
     state_line = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>bonas report: {e(study.study_name)}</title>
@@ -212,7 +202,7 @@ def _html(study: optuna.Study, trials: list[FrozenTrial], figures: list[Figure],
 img{{max-width:560px;border:1px solid #ddd}}table{{border-collapse:collapse}}td,th{{padding:2px 8px;border-bottom:1px solid #eee;text-align:left}}
 .missing{{color:#a00}}code{{font-size:90%}}</style></head><body>
 <h1>Study <code>{e(study.study_name)}</code></h1>
-<p>{len(trials)} trials ({e(state_line)}); dataset {e(str(config.get('dataset', '?')))}; sampler {e(str(config.get('sampler', {}).get('name', '?')))},
+<p>{len(recs)} trials ({e(state_line)}); dataset {e(str(config.get('dataset', '?')))}; sampler {e(str(config.get('sampler', {}).get('name', '?')))},
 pruner {e(str(config.get('pruner', {}).get('name', '?')))}; torch {e(str(env.get('packages', {}).get('torch', '?')))} on {e(str(env.get('cpu', '?')))}
 {e(', '.join(env.get('gpus', [])))}. Data: <a href="{e(csv_name)}">{e(csv_name)}</a>.</p>
 {''.join(figs)}
@@ -228,16 +218,17 @@ def compare(studies: list[optuna.Study], path: Path) -> tuple[Path, str]:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     lines = [f"{'study':<24}{'trials':>7}{'complete':>9}{'pruned':>7}{'best':>8}  reached at trial"]
     for study in studies:
-        trials = study.get_trials(deepcopy=False)
-        curve = best_so_far(trials)
+        recs = R.records(study.get_trials(deepcopy=False))
+        curve = best_so_far(recs)
         if curve:
             xs, ys = zip(*curve, strict=True)
             ax.step(xs, ys, where="post", label=study.study_name)
-        best = max((t.values[0] for t in trials if t.state == TrialState.COMPLETE), default=None)
+        top = R.best(recs)
+        best = top.values[0] if top is not None else None
         reached = next((n for n, b in curve if best is not None and b >= best), None)
-        n_complete = sum(t.state == TrialState.COMPLETE for t in trials)
-        n_pruned = sum(t.state == TrialState.PRUNED for t in trials)
-        lines.append(f"{study.study_name:<24}{len(trials):>7}{n_complete:>9}{n_pruned:>7}{'-' if best is None else f'{best:.4f}':>8}  {reached if reached is not None else '-'}")
+        n_complete = sum(r.state == TrialState.COMPLETE for r in recs)
+        n_pruned = sum(r.state == TrialState.PRUNED for r in recs)
+        lines.append(f"{study.study_name:<24}{len(recs):>7}{n_complete:>9}{n_pruned:>7}{'-' if best is None else f'{best:.4f}':>8}  {reached if reached is not None else '-'}")
     ax.set_xlabel("trial")
     ax.set_ylabel("best validation accuracy so far")
     ax.grid(alpha=0.3)

@@ -17,16 +17,16 @@ import optuna
 import torch
 from optuna.artifacts import upload_artifact
 
+from bonas import records as R
 from bonas.artifacts import open_store
 from bonas.checkpoint import make_checkpoint, save_checkpoint
 from bonas.data import Batches, Preprocess, channel_stats, load_splits
 from bonas.errors import StudyError
-from bonas.leaderboard import best_trial
 from bonas.model import build_model
 from bonas.objective import trial_seed
 from bonas.space import specs_from_params
-from bonas.study import Opened
-from bonas.train import Classifier, accelerator, make_trainer
+from bonas.study import Opened, stored_data
+from bonas.train import Classifier, Recipe, accelerator, make_trainer
 
 log = logging.getLogger("bonas.retrain")
 EPOCHS_MULTIPLE = 3  # default retraining length: this many times the search's epochs per trial
@@ -50,10 +50,10 @@ def evaluate(net: torch.nn.Module, preprocess: Preprocess, x: torch.Tensor, y: t
 def pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTrial:
     trials = study.get_trials(deepcopy=False)
     if number is None:
-        best = best_trial(study)
+        best = R.best(R.records(trials))
         if best is None:
             raise StudyError(f"study {study.study_name!r} has no completed trial to retrain; run the search first or pass --trial")
-        return best
+        return best.trial
     if not 0 <= number < len(trials):
         raise StudyError(f"study {study.study_name!r} has no trial {number} (trials 0..{len(trials) - 1})")
     t = trials[number]
@@ -68,7 +68,7 @@ def retrain(opened: Opened, number: int | None = None, epochs: int | None = None
     trial = pick_trial(study, number)
     data_config = dataclasses.replace(config.data, train_subset=0, val_subset=0) if full_data else config.data
     splits = load_splits(config.dataset, data_config, config.seed)
-    stored = study.user_attrs.get("bonas:data", {})
+    stored = stored_data(study)
     if stored and list(splits.input_shape) != stored.get("input_shape"):
         raise StudyError(f"the data now has shape {list(splits.input_shape)}, the study was searched on {stored['input_shape']}")
     arch, train = specs_from_params(trial.params, config.space, config.training, config.data, splits.input_shape)
@@ -77,11 +77,12 @@ def retrain(opened: Opened, number: int | None = None, epochs: int | None = None
     x = torch.cat([splits.train_x, splits.val_x])
     y = torch.cat([splits.train_y, splits.val_y])
     mean, std = channel_stats(x)  # the retraining set's own statistics: it is the training split now
-    preprocess = Preprocess(mean, std, splits.crop_pad, splits.flip)
+    preprocess = Preprocess(mean, std, splits.crop_pad, splits.flip, config.data.cutout)
     torch.manual_seed(trial_seed(config.seed, trial.number))
     net = build_model(arch, splits.input_shape, splits.n_classes)
-    module = Classifier(net, train, preprocess, epochs, config.training.schedule)
-    trainer = make_trainer(epochs, [], config.training.precision, verbose, limit_val_batches=0)
+    recipe = Recipe.of(config.training)
+    module = Classifier(net, train, preprocess, epochs, recipe)
+    trainer = make_trainer(epochs, [], config.training.precision, verbose, recipe, limit_val_batches=0)
     if torch.cuda.is_available():
         x, y = x.to("cuda"), y.to("cuda")
     start = time.perf_counter()
@@ -111,7 +112,7 @@ def retrain(opened: Opened, number: int | None = None, epochs: int | None = None
                                                 mimetype="application/octet-stream")
     except OSError as err:
         log.warning("checkpoint not uploaded as an artifact: %s", err)
-    study.set_user_attr(f"bonas:retrain:{trial.number}", result)
+    study.set_user_attr(f"{R.RETRAIN_PREFIX}{trial.number}", result)
     return result
 
 

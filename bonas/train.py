@@ -1,10 +1,19 @@
-"""Training: a thin LightningModule around a built network, and the Trainer every trial uses."""
+"""Training: a thin LightningModule around a built network, the recipe it trains with, and the Trainer.
+
+The recipe (bonas.config.TrainingConfig): label smoothing, a cosine or one-cycle schedule with linear
+warm-up, optional EMA weight averaging (Lightning's EMAWeightAveraging callback), channels_last and bf16
+autocast on CUDA. A module's checkpoint (Lightning's own format) carries everything a resumed trial needs
+to go on exactly where it stopped: weights, optimizer, schedule, EMA weights, the batch order's generator,
+torch's RNG and the per-epoch history.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import warnings
+from dataclasses import dataclass
 
 import lightning.pytorch as pl
 import torch
@@ -22,14 +31,30 @@ class NonFiniteLoss(RuntimeError):
     """The training loss became NaN or infinite: the trial diverged."""
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """How every network of a study trains (the config's [training] recipe fields)."""
+
+    schedule: str = "cosine"  # cosine | onecycle | constant
+    warmup_epochs: float = 0.0  # linear warm-up from lr/10 (cosine; onecycle has its own)
+    label_smoothing: float = 0.0
+    ema_decay: float = 0.0  # 0: off; else EMA of the weights, used for validation and the final model
+    channels_last: bool = True  # on CUDA only: faster convolutions with bf16
+
+    @classmethod
+    def of(cls, training) -> Recipe:
+        return cls(training.schedule, training.warmup_epochs, training.label_smoothing, training.ema_decay, training.channels_last)
+
+
 class Classifier(pl.LightningModule):
-    def __init__(self, net: nn.Module, train: TrainSpec, preprocess: Preprocess, max_epochs: int, schedule: str = "cosine"):
+    def __init__(self, net: nn.Module, train: TrainSpec, preprocess: Preprocess, max_epochs: int, recipe: Recipe | None = None):
         super().__init__()
-        self.save_hyperparameters(ignore=["net", "preprocess"])
+        self.save_hyperparameters(ignore=["net", "preprocess", "recipe"])
         self.net = net
         self.preprocess = preprocess
         self.spec = train
-        self.schedule = schedule
+        self.recipe = recipe or Recipe()
+        self.max_epochs = max_epochs
         self._loss_sum = torch.zeros(())
         self._correct = torch.zeros((), dtype=torch.long)
         self._seen = 0
@@ -40,16 +65,23 @@ class Classifier(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    def setup(self, stage: str) -> None:
+        if self.recipe.channels_last and torch.cuda.is_available():
+            self.net.to(memory_format=torch.channels_last)
+
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         x, y = batch
-        return self.preprocess(x, augment=self.trainer.training and self.spec.augment), y
+        x = self.preprocess(x, augment=self.trainer.training and self.spec.augment)
+        if self.recipe.channels_last and x.is_cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y
 
     def on_train_epoch_start(self) -> None:
         self._loss_sum = torch.zeros((), device=self.device)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
-        loss = F.cross_entropy(self.net(x), y)
+        loss = F.cross_entropy(self.net(x), y, label_smoothing=self.recipe.label_smoothing)
         self._loss_sum += loss.detach().float()  # checked once per epoch: no host sync per step
         return loss
 
@@ -79,8 +111,20 @@ class Classifier(pl.LightningModule):
         self.history.append(acc)
         self.loss_history.append(loss)
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["bonas"] = {"history": list(self.history), "loss_history": list(self.loss_history), "rng": torch.get_rng_state(),
+                               "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("bonas", {})
+        self.history, self.loss_history = list(state.get("history", [])), list(state.get("loss_history", []))
+        if "rng" in state:
+            torch.set_rng_state(state["rng"])
+        if state.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
     def configure_optimizers(self):
-        s = self.spec
+        s, r = self.spec, self.recipe
         params = self.net.parameters()
         if s.optimizer == "sgd":
             opt = torch.optim.SGD(params, lr=s.lr, momentum=0.9, nesterov=True, weight_decay=s.weight_decay)
@@ -92,11 +136,22 @@ class Classifier(pl.LightningModule):
             opt = torch.optim.RMSprop(params, lr=s.lr, weight_decay=s.weight_decay)
         else:
             raise ValueError(f"unknown optimizer {s.optimizer!r}")
-        if self.schedule == "constant":
+        if r.schedule == "constant":
             return opt
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+        if r.schedule == "onecycle":
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s.lr, total_steps=total)
+        else:
+            warmup = min(total - 1, round(r.warmup_epochs * total / max(1, self.max_epochs)))
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: warmup_cosine(step, warmup, total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def warmup_cosine(step: int, warmup: int, total: int) -> float:
+    """The lr multiplier: linear from 0.1 to 1 over ``warmup`` steps, then cosine to 0 at ``total``."""
+    if step < warmup:
+        return 0.1 + 0.9 * step / warmup
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
 
 def accelerator() -> str:
@@ -109,7 +164,16 @@ def resolve_precision(precision: str) -> str:
     return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
 
 
-def make_trainer(max_epochs: int, callbacks: list, precision: str = "auto", verbose: bool = False, **kwargs) -> pl.Trainer:
+def recipe_callbacks(recipe: Recipe) -> list[pl.Callback]:
+    if recipe.ema_decay <= 0:
+        return []
+    from lightning.pytorch.callbacks import EMAWeightAveraging
+
+    return [EMAWeightAveraging(decay=recipe.ema_decay)]
+
+
+def make_trainer(max_epochs: int, callbacks: list, precision: str = "auto", verbose: bool = False, recipe: Recipe | None = None,
+                 **kwargs) -> pl.Trainer:
     """The Trainer of a trial: one device, no checkpoints or loggers (Optuna's storage is the log)."""
     return pl.Trainer(
         max_epochs=max_epochs,
@@ -121,7 +185,7 @@ def make_trainer(max_epochs: int, callbacks: list, precision: str = "auto", verb
         enable_progress_bar=verbose,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        callbacks=callbacks,
+        callbacks=[*recipe_callbacks(recipe or Recipe()), *callbacks],
         deterministic=False,
         **kwargs,
     )

@@ -96,16 +96,18 @@ def tiny_config_text(**kw) -> str:
     return textwrap.dedent(TINY.format(**values))
 
 
+def write_tiny_config(folder: Path, name: str = "tiny", **kw) -> Path:
+    """Write ``folder/<name>.toml``, a tiny digits study (see :func:`tiny_config_text` for the knobs); its
+    storage defaults to SQLite beside it. The one way tests make a study config."""
+    path = folder / f"{name}.toml"
+    path.write_text(tiny_config_text(name=name, **kw))
+    return path
+
+
 @pytest.fixture
 def tiny_config(tmp_path):
-    """Write a tiny digits study config into tmp_path; returns its path (storage: beside it)."""
-
-    def make(name: str = "tiny", **kw) -> Path:
-        path = tmp_path / f"{name}.toml"
-        path.write_text(tiny_config_text(name=name, **kw))
-        return path
-
-    return make
+    """``tiny_config(name="tiny", **kw)`` writes a tiny study config into tmp_path and returns its path."""
+    return lambda name="tiny", **kw: write_tiny_config(tmp_path, name, **kw)
 
 
 @pytest.fixture(autouse=True)
@@ -119,12 +121,10 @@ def make_mixed_study(folder: Path, name: str) -> Path:
     """A real 4-trial study with every ending: completed (top-2 artifacts kept), pruned at epoch 0 (a learning
     rate that cannot learn), failed (a parameter value outside its choices), plus one sampled trial."""
     from bonas.config import load_config
-    from bonas.study import resolve_storage
+    from bonas.urls import resolve_storage
     from bonas.workers import Worker, prepare_worker
 
-    path = folder / f"{name}.toml"
-    text = tiny_config_text(name=name, n_trials=5, pruner_extra="n_startup_trials = 1\nn_warmup_steps = 0", epochs=3, keep_top_k=2)
-    path.write_text(text)
+    path = write_tiny_config(folder, name, n_trials=5, pruner_extra="n_startup_trials = 1\nn_warmup_steps = 0", epochs=3, keep_top_k=2)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("BONAS_DATA_DIR", str(folder / "data"))
         config = load_config(path)

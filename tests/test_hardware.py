@@ -8,25 +8,20 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from bonas import records as R
 from bonas.cli import main
 from bonas.config import load_config
-from bonas.leaderboard import best_trial, pareto_trials
-from bonas.objective import ATTR_COST, ATTR_CURVE, CostAwarePruning
-from bonas.study import open_existing, resolve_storage
+from bonas.objective import CostAwarePruning
+from bonas.study import open_existing
+from bonas.urls import resolve_storage
 from bonas.workers import Worker, prepare_worker
-from tests.conftest import tiny_config_text
+from tests.conftest import write_tiny_config
 
 GOOD = {"n_blocks": 1, "b0_width": 8, "b0_pool": "max", "b0_bn": True, "head": "flatten", "n_dense": 0, "lr": 0.02, "weight_decay": 1e-5}
 
 
-def make(tmp_path, name, n_trials, objective="latency_time_s = 0", **kw):
-    path = tmp_path / f"{name}.toml"
-    path.write_text(tiny_config_text(name=name, n_trials=n_trials, objective=objective, **kw))
-    return path
-
-
 def test_latency_is_measured_per_trial(tmp_path):
-    path = make(tmp_path, "lat", 2, epochs=1, objective="latency_time_s = 0.02")
+    path = write_tiny_config(tmp_path, "lat", n_trials=2, epochs=1, objective="latency_time_s = 0.02")
     assert main(["search", str(path)]) == 0
     for t in open_existing(str(path)).study.trials:
         lat = t.user_attrs["latency_ms"]
@@ -35,7 +30,7 @@ def test_latency_is_measured_per_trial(tmp_path):
 
 def test_constraints_known_before_training_skip_it(tmp_path):
     """max_params below most of the space: infeasible trials are never trained and never 'best'."""
-    path = make(tmp_path, "con", 6, epochs=1, objective="max_params = 1500")
+    path = write_tiny_config(tmp_path, "con", n_trials=6, epochs=1, objective="max_params = 1500")
     config = load_config(path)
     url = resolve_storage(config)
     worker = Worker(config, url, prepare_worker(config, url, verbose=False))
@@ -54,24 +49,25 @@ def test_constraints_known_before_training_skip_it(tmp_path):
         assert t.constraints["params"] == t.user_attrs["params"] - 1500 > 0
     for t in feasible:
         assert t.constraints["params"] <= 0 and "train_seconds" in t.user_attrs
-    assert best_trial(worker.study) in feasible
-    assert worker.study.best_trial.number == best_trial(worker.study).number, "Optuna agrees: infeasible trials are never best"
+    best = R.best(R.records(worker.study.trials)).trial
+    assert best in feasible
+    assert worker.study.best_trial.number == best.number, "Optuna agrees: infeasible trials are never best"
 
 
 @pytest.mark.parametrize("sampler, extra", [("tpe", "n_startup_trials = 2"), ("nsga2", "population_size = 4")])
 def test_multi_objective_study(tmp_path, sampler, extra, capsys, caplog):
-    path = make(tmp_path, f"mo-{sampler}", 4, epochs=2, sampler=sampler, sampler_extra=extra,
+    path = write_tiny_config(tmp_path, f"mo-{sampler}", n_trials=4, epochs=2, sampler=sampler, sampler_extra=extra,
                 objective='metrics = ["val_acc", "params"]')
     assert main(["search", str(path)]) == 0
     study = open_existing(str(path)).study
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"] and study.metric_names == ["val_acc", "params"]
     for t in study.get_trials(states=(TrialState.COMPLETE,)):
-        assert t.values[1] == t.user_attrs["params"] == t.user_attrs[ATTR_COST]
-        assert len(t.user_attrs[ATTR_CURVE]) == 2
+        assert t.values[1] == t.user_attrs["params"] == t.user_attrs[R.COST]
+        assert len(t.user_attrs[R.CURVE]) == 2
     capsys.readouterr()
     assert main(["best", str(path)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("Pareto front") and all(f"trial {t.number:>4}" in out for t in pareto_trials(study))
+    assert out.startswith("Pareto front") and all(f"trial {t.number:>4}" in out for t in R.pareto_front(R.records(study.trials)))
     report = tmp_path / "rep"
     optuna.logging.enable_propagation()  # Optuna's own warnings reach caplog
     try:
@@ -86,7 +82,7 @@ def test_multi_objective_study(tmp_path, sampler, extra, capsys, caplog):
 
 def frozen(number, cost, curve, state=TrialState.COMPLETE):
     now = datetime.datetime.now()
-    return optuna.trial.FrozenTrial(number, state, None, now, now, {}, {}, {ATTR_COST: cost, ATTR_CURVE: curve}, {}, {}, number)
+    return R.TrialRecord.of(optuna.trial.FrozenTrial(number, state, None, now, now, {}, {}, {R.COST: cost, R.CURVE: curve}, {}, {}, number))
 
 
 def test_cost_aware_threshold_compares_with_no_costlier_trials_only():
@@ -101,7 +97,7 @@ def test_cost_aware_threshold_compares_with_no_costlier_trials_only():
 
 
 def test_multi_objective_pruning_stops_costly_hopeless_trials_but_not_cheap_ones(tmp_path):
-    path = make(tmp_path, "mop", 3, epochs=3, sampler="random", sampler_extra="",
+    path = write_tiny_config(tmp_path, "mop", n_trials=3, epochs=3, sampler="random", sampler_extra="",
                 pruner_extra="n_startup_trials = 1\nn_warmup_steps = 0", objective='metrics = ["val_acc", "params"]')
     config = load_config(path)
     url = resolve_storage(config)

@@ -8,7 +8,6 @@ import pytest
 from optuna.trial import TrialState
 
 from bonas.cli import main
-from bonas.report import best_so_far, pareto_front
 from bonas.study import open_existing
 from tests.conftest import make_mixed_study, tiny_config_text
 
@@ -52,23 +51,6 @@ def test_compare_overlays_best_so_far(tmp_path, capsys):
     assert main(["compare", *paths, "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "cmp-tpe" in text and "cmp-random" in text and out.stat().st_size > 5000
-
-
-def test_best_so_far_and_pareto_front():
-    assert pareto_front([(10, 0.9), (5, 0.8), (20, 0.85), (5, 0.7), (30, 0.95)]) == [(5, 0.8), (10, 0.9), (30, 0.95)]
-
-
-def test_best_so_far_skips_pruned_and_failed():
-    import datetime
-
-    import optuna
-
-    def t(n, state, v=None):
-        now = datetime.datetime.now()
-        return optuna.trial.FrozenTrial(n, state, v, now, now if state.is_finished() else None, {}, {}, {}, {}, {} if v is None else {0: v}, n)
-
-    curve = best_so_far([t(0, TrialState.FAIL), t(1, TrialState.COMPLETE, 0.5), t(2, TrialState.PRUNED, 0.9), t(3, TrialState.COMPLETE, 0.7)])
-    assert curve == [(1, 0.5), (2, 0.5), (3, 0.7)]
 
 
 def test_compare_needs_two(tmp_path, capsys):

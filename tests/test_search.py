@@ -14,7 +14,9 @@ from optuna.trial import TrialState
 
 from bonas.cli import main
 from bonas.config import load_config
-from bonas.study import ATTR_CONFIG, ATTR_DATA, ATTR_ENV, open_existing, resolve_storage
+from bonas.records import STUDY_CONFIG, STUDY_DATA, STUDY_ENV
+from bonas.study import open_existing
+from bonas.urls import resolve_storage
 from bonas.workers import Worker, prepare_worker
 
 
@@ -44,10 +46,10 @@ def test_search_writes_a_study_optuna_can_read(tiny_config, capsys):
         assert attrs["params"] > 0 and attrs["flops"] > 0 and 1 <= attrs["epochs"] <= 2
 
     study = study_of(path)
-    assert study.user_attrs[ATTR_CONFIG]["name"] == "tiny"
-    assert study.user_attrs[ATTR_ENV]["packages"]["torch"]
-    assert study.user_attrs[ATTR_DATA]["input_shape"] == [1, 8, 8]
-    assert study.user_attrs[ATTR_DATA]["n_train"] == 300
+    assert study.user_attrs[STUDY_CONFIG]["name"] == "tiny"
+    assert study.user_attrs[STUDY_ENV]["packages"]["torch"]
+    assert study.user_attrs[STUDY_DATA]["input_shape"] == [1, 8, 8]
+    assert study.user_attrs[STUDY_DATA]["n_train"] == 300
 
     assert main(["show", str(path), "0"]) == 0
     shown = capsys.readouterr().out

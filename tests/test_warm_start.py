@@ -86,7 +86,7 @@ def test_reuse_can_be_switched_off(tmp_path):
     text = tiny_config_text(name="nodup", n_trials=3, sampler="random", sampler_extra="", pruner="none", pruner_extra="", epochs=1)
     path.write_text(text + "\n[workers]\nreuse_duplicates = false\n")
     config = load_config(path)
-    from bonas.study import resolve_storage
+    from bonas.urls import resolve_storage
     from bonas.workers import Worker, prepare_worker
 
     url = resolve_storage(config)

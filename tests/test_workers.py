@@ -19,11 +19,12 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
+from bonas.budget import study_elapsed
 from bonas.cli import main
 from bonas.config import load_config
-from bonas.study import open_storage
-from bonas.workers import Worker, prepare_worker, study_elapsed
-from tests.conftest import require, tiny_config_text
+from bonas.storage import open_storage
+from bonas.workers import Worker, prepare_worker
+from tests.conftest import require, write_tiny_config
 from tests.servers import MYSQL_URL, PG_URL, PrivatePostgres, fresh_database, mysql_available, pg_available
 
 BIN = Path(sys.executable).parent
@@ -32,16 +33,9 @@ FAST = "[workers]\nheartbeat_interval = 1\ngrace_period = 3\n"
 SLOW = dict(epochs=3, train_subset=600, val_subset=100, extra=FAST)
 
 
-def write_config(folder: Path, name: str = "par", **kw) -> Path:
-    path = folder / f"{name}.toml"
-    path.write_text(tiny_config_text(name=name, **kw))
-    return path
-
-
 def slow_config(folder: Path, name: str = "par", n_trials: int = 4, **kw) -> Path:
-    path = folder / f"{name}.toml"
-    text = tiny_config_text(name=name, n_trials=n_trials, pruner="none", pruner_extra="", **{**SLOW, **kw})
-    path.write_text(text.replace("batch_sizes = [64]", "batch_sizes = [16]"))
+    path = write_tiny_config(folder, name, n_trials=n_trials, pruner="none", pruner_extra="", **{**SLOW, **kw})
+    path.write_text(path.read_text().replace("batch_sizes = [64]", "batch_sizes = [16]"))
     return path
 
 
@@ -164,7 +158,7 @@ def test_elapsed_is_the_union_of_trial_intervals():
 
 
 def test_workers_flag_finishes_exactly_the_budget(tmp_path):
-    config = write_config(tmp_path, n_trials=7, epochs=1, train_subset=200, val_subset=100, extra=FAST)
+    config = write_tiny_config(tmp_path, "par", n_trials=7, epochs=1, train_subset=200, val_subset=100, extra=FAST)
     url = sqlite_url(tmp_path)
     proc = subprocess.run([str(BIN / "bonas"), "search", str(config), "--workers", "3"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -175,7 +169,7 @@ def test_workers_flag_finishes_exactly_the_budget(tmp_path):
 
 def test_sqlite_four_workers_fifty_trials_each_without_lock_errors(tmp_path):
     """4 workers x 50 trials on one SQLite file: zero 'database is locked' anywhere, exact budget."""
-    config = write_config(tmp_path, n_trials=200, epochs=1, train_subset=32, val_subset=16, extra=FAST)
+    config = write_tiny_config(tmp_path, "par", n_trials=200, epochs=1, train_subset=32, val_subset=16, extra=FAST)
     url = sqlite_url(tmp_path)
     workers = [Proc(tmp_path, config, url, i) for i in range(4)]
     for w in workers:
@@ -186,7 +180,7 @@ def test_sqlite_four_workers_fifty_trials_each_without_lock_errors(tmp_path):
 
 
 def test_eight_workers_start_at_once_on_an_empty_postgres_database(tmp_path, pg_db):
-    config = write_config(tmp_path, n_trials=8, epochs=1, train_subset=64, val_subset=32, extra=FAST)
+    config = write_tiny_config(tmp_path, "par", n_trials=8, epochs=1, train_subset=64, val_subset=32, extra=FAST)
     workers = [Proc(tmp_path, config, pg_db, i) for i in range(8)]
     codes = [w.wait(600) for w in workers]
     assert codes == [0] * 8, "\n".join(w.text()[-1500:] for w in workers)
@@ -194,7 +188,7 @@ def test_eight_workers_start_at_once_on_an_empty_postgres_database(tmp_path, pg_
 
 
 def test_mariadb_workers_share_a_study(tmp_path, mysql_db):
-    config = write_config(tmp_path, n_trials=6, epochs=1, train_subset=64, val_subset=32, extra=FAST)
+    config = write_tiny_config(tmp_path, "par", n_trials=6, epochs=1, train_subset=64, val_subset=32, extra=FAST)
     workers = [Proc(tmp_path, config, mysql_db, i) for i in range(2)]
     assert [w.wait(600) for w in workers] == [0, 0], "\n".join(w.text()[-1500:] for w in workers)
     audit(mysql_db, 6)
@@ -315,7 +309,7 @@ def test_out_of_memory_and_nan_loss_are_recorded_and_survived(tiny_config):
 def test_password_never_shows(tmp_path, pg_db, monkeypatch):
     secret = "s3cr3t-pw-71"
     url = pg_db.replace("postgres@", f"postgres:{secret}@")  # trust auth: accepted, never needed
-    config = write_config(tmp_path, n_trials=2, epochs=1, train_subset=64, val_subset=32, extra=FAST)
+    config = write_tiny_config(tmp_path, "par", n_trials=2, epochs=1, train_subset=64, val_subset=32, extra=FAST)
     env = {**os.environ, "BONAS_TEST_URL": url}
     proc = subprocess.run([str(BIN / "bonas"), "search", str(config), "--storage", "${BONAS_TEST_URL}", "-v"],
                           capture_output=True, text=True, timeout=600, env=env)
