@@ -1,5 +1,5 @@
-"""ArchSpec -> network: block kinds, compatibility with specs stored before them, and every kind through
-channels_last and the three export formats."""
+"""ArchSpec -> network: block kinds, compatibility with specs stored before them, the one-pass summary,
+and every kind through channels_last and the three export formats."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import json
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from bonas.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from bonas.export import export
-from bonas.model import ResidualBlock, SeparableConv2d, build_model, count_flops, count_params
+from bonas.model import LayerRow, ResidualBlock, SeparableConv2d, build_model, count_flops, count_params, summarize
 from bonas.spec import ArchSpec, BlockSpec
 
 # A spec as stored before block kinds existed, and the layers and state_dict its network had then
@@ -89,6 +90,40 @@ def test_separable_conv_is_depthwise_then_pointwise():
     # FLOPs: depthwise 1x(3x3) then pointwise 1->16, then depthwise 16x(3x3), pointwise 16->16, all on 8x8
     convs = 2 * 64 * (1 * 9 + 1 * 16 + 16 * 9 + 16 * 16)
     assert count_flops(net, (1, 8, 8)) == convs + 2 * 16 * 10
+
+
+def per_layer_summary(net: torch.nn.Sequential, input_shape: tuple[int, int, int]) -> list[LayerRow]:
+    """The method summarize replaced: every child run under its own FlopCounterMode."""
+    rows = []
+    x = torch.zeros(1, *input_shape)
+    net.eval()
+    with torch.no_grad():
+        for name, layer in net.named_children():
+            with FlopCounterMode(display=False) as counter:
+                x = layer(x)
+            rows.append(LayerRow(name, type(layer).__name__, tuple(x.shape[1:]), count_params(layer), int(counter.get_total_flops())))
+    return rows
+
+
+@pytest.mark.parametrize("name", list(NETS))
+def test_summary_in_one_pass_equals_the_per_layer_method(name):
+    spec, shape = NETS[name]
+    net = build_model(spec, shape, 10)
+    threads = torch.get_num_threads()
+    rows = summarize(net, shape)
+    assert net.training and torch.get_num_threads() == threads, "mode and thread count restored"
+    assert rows == per_layer_summary(net, shape)
+    assert sum(r.flops for r in rows) == count_flops(net, shape) > 0
+    assert sum(r.params for r in rows) == count_params(net)
+    assert all(r.flops > 0 for r in rows if r.kind in ("Conv2d", "SeparableConv2d", "ResidualBlock", "Linear"))
+
+
+def test_layer_rows_are_plain_json():
+    spec, shape = NETS["mixed"]
+    rows = summarize(build_model(spec, shape, 10), shape)
+    stored = json.loads(json.dumps([r.to_list() for r in rows]))
+    assert stored[0] == ["b0_conv0", "Conv2d", [8, 16, 16], 80, 2 * 8 * 9 * 16 * 16]  # bias adds not counted
+    assert [LayerRow.from_list(r) for r in stored] == rows
 
 
 @pytest.mark.parametrize("name", list(NETS))
