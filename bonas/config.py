@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bonas.errors import ConfigError
+from bonas.spec import BLOCK_KINDS
 
 DATASETS = ("digits", "fashion-mnist", "mnist", "cifar10", "cifar100", "imagefolder")
 SAMPLERS = ("tpe", "random", "gp", "nsga2")
@@ -25,6 +26,7 @@ PRUNERS = ("median", "successive-halving", "hyperband", "none")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 POOLINGS = ("max", "avg", "none")
 HEADS = ("gap", "flatten")
+BLOCK_TYPES = BLOCK_KINDS  # plain, residual, separable: how a block's convs are wired (bonas.model)
 AUGMENTS = ("none", "auto", "search")
 OBJECTIVES = ("val_acc", "params", "flops", "latency")
 
@@ -115,6 +117,8 @@ class SpaceConfig:
     convs_per_block: list[int] = field(default_factory=lambda: [1, 2])  # [min, max] convs in a block
     widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128])  # channel choices per block
     width_range: list[int] = field(default_factory=list)  # [min, max] log-int instead of widths
+    width_multipliers: list[float] = field(default_factory=lambda: [1.0])  # scale every block width: max(1, round(w * m))
+    block_types: list[str] = field(default_factory=lambda: ["plain"])  # plain | residual | separable, chosen per block
     kernel_sizes: list[int] = field(default_factory=lambda: [3, 5])  # odd, 'same' padding
     pooling: list[str] = field(default_factory=lambda: ["max", "avg", "none"])  # after a block
     batch_norm: list[bool] = field(default_factory=lambda: [True, False])  # after each conv
@@ -438,6 +442,11 @@ def _validate_space(fail: Any, where: str, s: SpaceConfig) -> None:
         _range(fail, f"{where}.width_range", s.width_range, integer=True, lower=1)
     else:
         _choices(fail, f"{where}.widths", s.widths, positive=True)
+    _choices(fail, f"{where}.width_multipliers", s.width_multipliers)
+    for m in s.width_multipliers:
+        if not m > 0:
+            fail(f"{where}.width_multipliers", f"multipliers must be > 0 (a width becomes max(1, round(width * multiplier))), got {m}")
+    _choices(fail, f"{where}.block_types", s.block_types, allowed=BLOCK_TYPES)
     _choices(fail, f"{where}.kernel_sizes", s.kernel_sizes, positive=True)
     for k in s.kernel_sizes:
         if k % 2 == 0:

@@ -5,9 +5,12 @@ Parameters exist only where they mean something: ``b2_width`` only when there ar
 (so every sampled architecture is valid for the input size by construction). A setting with one
 choice, or a range with min == max, is fixed and not a parameter at all.
 
-Parameter names: ``n_blocks``; per block ``b{i}_convs``, ``b{i}_width``, ``b{i}_kernel``, ``b{i}_pool``,
-``b{i}_bn``, ``b{i}_dropout`` (without the ``b{i}_`` prefix when ``tie_blocks``); ``head``, ``n_dense``,
-``d{k}_units``, ``dense_dropout``; ``optimizer``, ``lr``, ``weight_decay``, ``batch_size``, ``augment``.
+Parameter names: ``n_blocks``, ``width_mult``; per block ``b{i}_type``, ``b{i}_convs``, ``b{i}_width``,
+``b{i}_kernel``, ``b{i}_pool``, ``b{i}_bn``, ``b{i}_dropout`` (without the ``b{i}_`` prefix when
+``tie_blocks``); ``head``, ``n_dense``, ``d{k}_units``, ``dense_dropout``; ``optimizer``, ``lr``,
+``weight_decay``, ``batch_size``, ``augment``. ``width_mult`` scales every block's width (the ArchSpec
+holds the final widths), ``b{i}_type`` picks plain / residual / separable; neither exists unless its
+config list has more than one value, so a config without them has exactly the params it always had.
 With variants, ``variant`` picks one, and a field the variant overrides is named ``<variant>.<name>``.
 """
 
@@ -62,13 +65,17 @@ def suggest_arch(trial: optuna.trial.BaseTrial, space: SpaceConfig, input_shape:
 
     size = min(input_shape[1], input_shape[2])
     blocks = []
-    for i in range(p.int("n_blocks", "n_blocks", space.n_blocks)):
+    n_blocks = p.int("n_blocks", "n_blocks", space.n_blocks)
+    mult = p.choice("width_multipliers", "width_mult", space.width_multipliers)
+    for i in range(n_blocks):
         b = "" if space.tie_blocks else f"b{i}_"
+        kind = p.choice("block_types", f"{b}type", space.block_types)
         convs = p.int("convs_per_block", f"{b}convs", space.convs_per_block)
         if space.width_range:
             width = p.int("width_range", f"{b}width", space.width_range, log=True)
         else:
             width = p.choice("widths", f"{b}width", space.widths)
+        width = max(1, round(width * mult))  # the spec holds final widths; x1.0 leaves them as they are
         kernel = p.choice("kernel_sizes", f"{b}kernel", space.kernel_sizes)
         # Pooling below 1x1 is impossible: past that depth the pool param does not exist (tied: it
         # exists once, and deeper blocks just do not pool).
@@ -78,7 +85,7 @@ def suggest_arch(trial: optuna.trial.BaseTrial, space: SpaceConfig, input_shape:
             pool = pool if size >= 2 else "none"
         bn = p.choice("batch_norm", f"{b}bn", space.batch_norm)
         dropout = p.float("dropout", f"{b}dropout", space.dropout)
-        blocks.append(BlockSpec(convs=convs, width=width, kernel=kernel, pool=pool, batch_norm=bn, dropout=dropout))
+        blocks.append(BlockSpec(convs=convs, width=width, kernel=kernel, pool=pool, batch_norm=bn, dropout=dropout, kind=kind))
         if pool != "none":
             size //= 2
 

@@ -152,3 +152,78 @@ def test_model_module_never_imports_optuna():
 
     code = "import sys, bonas.model, bonas.spec; sys.exit(1 if 'optuna' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+KINDS = 'name = "k"\n[space]\nn_blocks = [1, 4]\nwidths = [4, 8, 16]\nblock_types = ["plain", "residual", "separable"]\nwidth_multipliers = [0.5, 1.5]\n'
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=["8x8x1", "28x28x1", "32x32x3"])
+def test_block_types_and_width_multipliers_sample_build_and_run(shape):
+    config = parse_config(KINDS)
+    kinds = set()
+    for params, arch, train in sample_specs(config.space, config.training, config.data, shape, n=25, seed=1):
+        for i, b in enumerate(arch.blocks):
+            assert b.kind == params[f"b{i}_type"]
+            assert b.width == max(1, round(params[f"b{i}_width"] * params["width_mult"])), "the spec holds the final width"
+            kinds.add(b.kind)
+        assert build_model(arch, shape, n_classes=10)(torch.randn(2, *shape)).shape == (2, 10)
+        assert specs_from_params(params, config.space, config.training, config.data, shape) == (arch, train)
+        assert ArchSpec.from_json(arch.to_json()) == arch
+    assert kinds == {"plain", "residual", "separable"}
+
+
+def test_configs_without_the_new_fields_keep_their_params_and_specs():
+    base = 'name = "x"\n[space]\nwidths = [8, 16]\n'
+    explicit = parse_config(base + 'block_types = ["plain"]\nwidth_multipliers = [1.0]\n')
+    implicit = parse_config(base)
+    a = sample_specs(implicit.space, implicit.training, implicit.data, (1, 28, 28), n=20, seed=5)
+    b = sample_specs(explicit.space, explicit.training, explicit.data, (1, 28, 28), n=20, seed=5)
+    assert [(p, arch) for p, arch, _ in a] == [(p, arch) for p, arch, _ in b]
+    assert not any(k.endswith("type") or k == "width_mult" for p, _, _ in a for k in p)
+    assert all('"kind"' not in arch.to_json() for _, arch, _ in a)
+
+
+def test_tied_blocks_share_one_type_and_a_multiplier_floors_at_one_channel():
+    space = parse_config('name = "x"\n[space]\ntie_blocks = true\nwidths = [1, 16]\nblock_types = ["residual", "separable"]\nwidth_multipliers = [0.25, 2.0]\n').space
+    params = {"n_blocks": 3, "width_mult": 0.25, "type": "separable", "convs": 1, "width": 1, "kernel": 3, "pool": "max", "bn": True,
+              "dropout": 0.0, "head": "gap", "n_dense": 0}
+    arch = suggest_arch(optuna.trial.FixedTrial(params), space, (1, 28, 28))
+    assert [(b.kind, b.width) for b in arch.blocks] == [("separable", 1)] * 3
+    arch = suggest_arch(optuna.trial.FixedTrial({**params, "width_mult": 2.0, "width": 16, "type": "residual"}), space, (1, 28, 28))
+    assert arch.describe() == "r32k3+bn/max | r32k3+bn/max | r32k3+bn/max | gap"
+
+
+def test_variants_override_block_types_and_multipliers():
+    text = ('name = "x"\n[space]\nn_blocks = [1, 1]\nwidths = [8]\n[[space.variants]]\nname = "res"\nblock_types = ["residual", "separable"]\n'
+            'width_multipliers = [1.0, 2.0]\n[[space.variants]]\nname = "flat"\n')
+    config = parse_config(text)
+    for params, arch, _ in sample_specs(config.space, config.training, config.data, (1, 8, 8), n=20):
+        if params["variant"] == "res":
+            assert params["res.b0_type"] == arch.blocks[0].kind != "plain"
+            assert arch.blocks[0].width == 8 * params["res.width_mult"]
+        else:
+            assert not any("type" in k or "mult" in k for k in params) and arch.blocks[0].kind == "plain"
+
+
+def test_block_types_and_multipliers_enumerate():
+    space = parse_config('name = "x"\n[space]\nn_blocks = [1, 1]\nconvs_per_block = [1, 1]\nwidths = [8]\nkernel_sizes = [3]\npooling = ["max"]\n'
+                         'batch_norm = [true]\ndropout = [0.0, 0.0]\nheads = ["gap"]\ndense_layers = [0, 0]\n'
+                         'block_types = ["plain", "residual", "separable"]\nwidth_multipliers = [1.0, 2.0]\n').space
+    assert {a.describe() for a in enumerate_archs(space, (1, 8, 8))} == {
+        f"{k}{w}k3+bn/max | gap" for k in "crs" for w in (8, 16)}
+
+
+@pytest.mark.parametrize("space, message", [
+    ('block_types = ["resnet"]', "x.toml: space.block_types: unknown value 'resnet'; choose one of: plain, residual, separable"),
+    ("block_types = []", "x.toml: space.block_types: the choice list is empty"),
+    ("width_multipliers = [1.0, 0]", "x.toml: space.width_multipliers: multipliers must be > 0"),
+    ("width_multipliers = [1.0, 1]", "x.toml: space.width_multipliers: choices must be unique, got [1.0, 1.0]"),
+    ('width_multipliers = ["wide"]', "x.toml: space.width_multipliers[0]: expected a number, got string 'wide'"),
+    ('[[space.variants]]\nname = "v"\nblock_types = ["plain", "sep"]', "x.toml: space.variants[0] (v).block_types: unknown value 'sep'"),
+])
+def test_bad_block_types_and_multipliers_are_one_line_errors(space, message):
+    from bonas.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        parse_config(f'name = "x"\n[space]\n{space}\n', source="x.toml")
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
