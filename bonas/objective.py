@@ -176,7 +176,7 @@ class Objective:
             R.TRAIN: p.train.to_dict(),
             R.PARAMS: p.params,
             R.FLOPS: p.flops,
-            R.LAYERS: [[r.name, r.kind, list(r.output_shape), r.params, r.flops] for r in p.rows],
+            R.LAYERS: [r.to_list() for r in p.rows],
             R.SEED: p.seed,
             R.KEY: p.key,
         }
