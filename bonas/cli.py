@@ -94,6 +94,63 @@ class WorkerCmd:
         return worker_command(_run_args(args), args.index)
 
 
+class Slurm:
+    help = "submit N workers on a shared study as a Slurm job array (PostgreSQL or MySQL storage)"
+
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        _add_study(p, "config")
+        p.add_argument("--workers", type=_positive_int, required=True, help="array tasks, one bonas worker each")
+        p.add_argument("--gpus-per-worker", type=int, choices=(0, 1), default=0, help="0 or 1: a worker trains on one device (default 0)")
+        p.add_argument("--cpus-per-worker", type=_positive_int, default=1, help="cores per task, also the worker's torch threads (default 1)")
+        p.add_argument("--time", type=_slurm_time, help="time limit per task (Slurm format: 90, 2:00:00, 1-12:00:00); default the partition's")
+        p.add_argument("--partition", help="Slurm partition (default: the cluster's default)")
+        _add_storage(p)
+        p.add_argument("--requeue", action=argparse.BooleanOptionalAction, default=True,
+                       help="let Slurm requeue a task after node failure or preemption; it rejoins the study (default: yes)")
+        p.add_argument("--dry-run", action="store_true", help="print the job script; check nothing remote, write and submit nothing")
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        from bonas.config import load_config
+        from bonas.slurm import check_storage, existing_study, find_sbatch, follow_up, make_job, render_script, submit
+        from bonas.study import check_storage_url, find_config, resolve_storage, warm_start_params
+
+        config = load_config(find_config(args.config))
+        url = resolve_storage(config, args.storage)
+        where = "--storage" if args.storage else "$BONAS_STORAGE" if os.environ.get("BONAS_STORAGE") else config.path
+        check_storage_url(url, where)
+        check_storage(url, where)
+        job = make_job(config.path, config.name, args.workers, cpus=args.cpus_per_worker, gpus=args.gpus_per_worker,
+                       time=args.time, partition=args.partition, requeue=args.requeue)
+        script = render_script(job)
+        if args.dry_run:
+            print(script, end="")
+            return 0
+        find_sbatch()
+        warm_start_params(config)  # a broken warm-start file would fail every task
+        study = existing_study(config, url)
+        if study is not None:
+            from bonas.workers import WAIT, budget_status
+
+            done = budget_status(study, config.budget.n_trials, config.budget.timeout)
+            if done not in (None, WAIT):
+                _say_finished(config, done)
+                return 0
+        job_id = submit(job, script, url)
+        print(follow_up(job, job_id, args.config, " --storage URL" if args.storage else ""))
+        return 0
+
+
+def _slurm_time(text: str) -> str:
+    from bonas.slurm import check_time
+
+    try:
+        return check_time(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 # --- reading studies ------------------------------------------------------------------------------
 
 
@@ -291,6 +348,7 @@ class Predict:
 COMMANDS = {
     "search": Search,
     "worker": WorkerCmd,
+    "slurm": Slurm,
     "best": Best,
     "trials": Trials,
     "show": Show,

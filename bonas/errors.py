@@ -32,3 +32,7 @@ class StudyError(BonasError):
 
 class UsageError(BonasError):
     """Command-line flags that do not fit together or cannot be honoured."""
+
+
+class SchedulerError(BonasError):
+    """A batch scheduler (Slurm) that is missing or refuses a job."""
