@@ -112,34 +112,10 @@ class Slurm:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from bonas.config import load_config
-        from bonas.slurm import check_storage, existing_study, find_sbatch, follow_up, make_job, render_script, submit
-        from bonas.study import check_storage_url, find_config, resolve_storage, warm_start_params
+        from bonas.slurm import slurm_command
 
-        config = load_config(find_config(args.config))
-        url = resolve_storage(config, args.storage)
-        where = "--storage" if args.storage else "$BONAS_STORAGE" if os.environ.get("BONAS_STORAGE") else config.path
-        check_storage_url(url, where)
-        check_storage(url, where)
-        job = make_job(config.path, config.name, args.workers, cpus=args.cpus_per_worker, gpus=args.gpus_per_worker,
-                       time=args.time, partition=args.partition, requeue=args.requeue)
-        script = render_script(job)
-        if args.dry_run:
-            print(script, end="")
-            return 0
-        find_sbatch()
-        warm_start_params(config)  # a broken warm-start file would fail every task
-        study = existing_study(config, url)
-        if study is not None:
-            from bonas.workers import WAIT, budget_status
-
-            done = budget_status(study, config.budget.n_trials, config.budget.timeout)
-            if done not in (None, WAIT):
-                _say_finished(config, done)
-                return 0
-        job_id = submit(job, script, url)
-        print(follow_up(job, job_id, args.config, " --storage URL" if args.storage else ""))
-        return 0
+        return slurm_command(args.config, args.workers, args.cpus_per_worker, args.gpus_per_worker, args.time, args.partition,
+                             args.storage, args.requeue, args.dry_run)
 
 
 def _slurm_time(text: str) -> str:

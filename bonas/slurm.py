@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bonas.config import StudyConfig
 from bonas.errors import SchedulerError, StorageError
-from bonas.study import mask_url, sqlite_path
+from bonas.urls import mask_url, sqlite_path
 
 SBATCH_TIMEOUT_S = 120  # sbatch retries an unreachable controller for a while; do not hang longer than this
 SLURM_TIME = re.compile(r"(\d+-\d+(:\d+){0,2}|\d+(:\d+){0,2}|infinite|unlimited)", re.IGNORECASE)
@@ -93,7 +93,8 @@ def existing_study(config: StudyConfig, url: str):
     from sqlalchemy.exc import SQLAlchemyError
     from sqlalchemy.pool import NullPool
 
-    from bonas.study import check_resumable, connect_args, open_storage
+    from bonas.storage import connect_args, open_storage
+    from bonas.study import check_resumable
 
     engine = sqlalchemy.create_engine(url, poolclass=NullPool, **connect_args(url))
     try:
@@ -215,3 +216,34 @@ def follow_up(job: ArrayJob, job_id: str, config_arg: str, storage_flag: str) ->
         f"  browse:  bonas dashboard {cfg}{storage_flag}",
         f"  stop:    scancel {job_id}   (each worker fails its running trial, requeues its params and exits)",
     ])
+
+
+def slurm_command(config_path: str, workers: int, cpus: int, gpus: int, time: str | None, partition: str | None,
+                  storage: str | None, requeue: bool, dry_run: bool) -> int:
+    """`bonas slurm`: check, render, submit (or print, with --dry-run) the job array."""
+    from bonas.budget import Verdict, budget_status
+    from bonas.config import load_config
+    from bonas.study import find_config, warm_start_params
+    from bonas.urls import ENV_STORAGE, check_storage_url, resolve_storage
+
+    config = load_config(find_config(config_path))
+    url = resolve_storage(config, storage)
+    where = "--storage" if storage else f"${ENV_STORAGE}" if os.environ.get(ENV_STORAGE) else config.path
+    check_storage_url(url, where)
+    check_storage(url, where)
+    job = make_job(config.path, config.name, workers, cpus=cpus, gpus=gpus, time=time, partition=partition, requeue=requeue)
+    script = render_script(job)
+    if dry_run:
+        print(script, end="")
+        return 0
+    find_sbatch()
+    warm_start_params(config)  # a broken warm-start file would fail every task
+    study = existing_study(config, url)
+    if study is not None:
+        status = budget_status(study.get_trials(deepcopy=False), config.budget.n_trials, config.budget.timeout)
+        if status.verdict == Verdict.DONE:
+            print(f"study {config.name!r} is finished ({status.describe()}); raise budget.n_trials or pass --n-trials to add more")
+            return 0
+    job_id = submit(job, script, url)
+    print(follow_up(job, job_id, config_path, " --storage URL" if storage else ""))
+    return 0
