@@ -18,8 +18,8 @@ from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.trial import TrialState
 
 from bonas import records as R
-from bonas.checkpoint import make_checkpoint, save_checkpoint
 from bonas.config import StudyConfig
+from bonas.resume import remove_states
 from bonas.urls import sqlite_path
 
 log = logging.getLogger("bonas.artifacts")
@@ -58,12 +58,14 @@ class Keeper:
         self.curves = config.artifacts.curves
         self.config = config
         self.folder = artifact_dir(config, url)
-        self.store = open_store(config, url) if self.k > 0 else None
+        self.store = open_store(config, url) if self.k > 0 or config.workers.checkpoint else None
 
     def keep(self, study: optuna.Study, trial: optuna.Trial, value: float, prepared, module, splits) -> bool:
         """Before tell: upload this trial's artifacts if it ranks within the top k."""
-        if self.store is None or rank_among_rankable(study, value) > self.k:
+        if self.store is None or self.k == 0 or rank_among_rankable(study, value) > self.k:
             return False
+        from bonas.checkpoint import make_checkpoint, save_checkpoint
+
         ckpt = make_checkpoint(
             module.net, prepared.arch, splits.input_shape, splits.classes, splits.mean, splits.std,
             study=study.study_name, trial=trial.number, params=trial.params, val_acc=value, epochs=len(module.history),
@@ -82,11 +84,12 @@ class Keeper:
         return True
 
     def prune(self, study: optuna.Study) -> int:
-        """Remove the files of completed trials outside the top k; returns how many were removed."""
+        """Remove the files of completed trials outside the top k, and the training states no retry or
+        promotion will go on from (bonas.resume); returns how many were removed."""
         if self.store is None:
             return 0
         keep = {r.number for r in R.top_k(R.records(study.get_trials(deepcopy=False)), self.k)}
-        removed = 0
+        removed = remove_states(study, self.store, self.folder, self.k)
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             if t.number in keep:
                 continue

@@ -9,6 +9,7 @@ trials included: those beyond the budget stay queued.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from datetime import datetime
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from bonas import promotion
 from bonas import records as R
 from bonas.storage import BonasStorage, StudyLock, storage_of, study_id, trial_id
 
@@ -81,18 +83,16 @@ def study_elapsed(trials: Iterable[FrozenTrial], now: datetime | None = None) ->
 
 
 def budget_status(trials: list[FrozenTrial], n_trials: int, timeout: float) -> BudgetStatus:
-    """Whether a trial may start. Queued trials do not open the budget: they start only while
-    finished + running trials are fewer than ``n_trials``."""
-    counts = count_states(trials)
-    finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
-    running, waiting = counts[TrialState.RUNNING], counts[TrialState.WAITING]
+    """Whether a new configuration may start. Queued trials do not open the budget: they start only while
+    finished + running configurations are fewer than ``n_trials`` (an ASHA promotion is no new one)."""
+    c = promotion.count(trials)
     elapsed = study_elapsed(trials) if timeout else 0.0
-    status = dict(finished=finished, running=running, waiting=waiting, elapsed=elapsed, n_trials=n_trials, timeout=timeout)
-    if finished >= n_trials:
-        return BudgetStatus(Verdict.DONE, spent=Spent.TRIALS, **status)
+    status = dict(finished=c.finished, running=c.running_all, waiting=c.waiting, elapsed=elapsed, n_trials=n_trials, timeout=timeout)
     if timeout and elapsed >= timeout:
         return BudgetStatus(Verdict.DONE, spent=Spent.TIME, **status)
-    if finished + running >= n_trials:
+    if c.finished >= n_trials and c.running_all == 0:
+        return BudgetStatus(Verdict.DONE, spent=Spent.TRIALS, **status)
+    if c.finished + c.running >= n_trials:
         return BudgetStatus(Verdict.WAIT, **status)
     return BudgetStatus(Verdict.OPEN, **status)
 
@@ -105,15 +105,24 @@ class Claim:
 
 
 def claim_trial(study: optuna.Study, storage: BonasStorage, lock: StudyLock, n_trials: int, timeout: float,
-                reaper: str = "", max_retry: int = 0) -> Claim:
-    """Under the study lock, in one step: reap dead workers' trials, take the budget's verdict and, when
-    it is open, a new or queued trial, already RUNNING with its first heartbeat (never seen silent)."""
+                reaper: str = "", max_retry: int = 0, asha: tuple[list[int], int] | None = None) -> Claim:
+    """Under the study lock, in one step: reap dead workers' trials, take the budget's verdict and claim a
+    trial, already RUNNING with its first heartbeat (never seen silent): with ``asha`` = (rungs, eta), a
+    promotion of a paused trial first (bonas.promotion), else a new or queued trial if the budget is open."""
     with lock():
         reaped = tuple(_reap(study, storage, reaper, max_retry))
-        status = budget_status(study.get_trials(deepcopy=False), n_trials, timeout)
-        if status.verdict != Verdict.OPEN:
+        trials = study.get_trials(deepcopy=False)
+        status = budget_status(trials, n_trials, timeout)
+        trial = None
+        if asha is not None and status.spent != Spent.TIME:
+            source = promotion.next_promotion(R.records(trials), *asha)
+            if source is not None:
+                trial = promotion.promote(study, source)
+                status = dataclasses.replace(status, verdict=Verdict.OPEN, spent=None)
+        if trial is None and status.verdict == Verdict.OPEN:
+            trial = study.ask()
+        if trial is None:
             return Claim(status, None, reaped)
-        trial = study.ask()
         storage.record_heartbeat(trial_id(trial))
         return Claim(status, trial, reaped)
 

@@ -22,13 +22,14 @@ from bonas.spec import BLOCK_KINDS
 
 DATASETS = ("digits", "fashion-mnist", "mnist", "cifar10", "cifar100", "imagefolder")
 SAMPLERS = ("tpe", "random", "gp", "nsga2")
-PRUNERS = ("median", "successive-halving", "hyperband", "none")
+PRUNERS = ("median", "successive-halving", "hyperband", "asha", "none")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 POOLINGS = ("max", "avg", "none")
 HEADS = ("gap", "flatten")
 BLOCK_TYPES = BLOCK_KINDS  # plain, residual, separable: how a block's convs are wired (bonas.model)
 AUGMENTS = ("none", "auto", "search")
 OBJECTIVES = ("val_acc", "params", "flops", "latency")
+SCREEN_PROXIES = ("none", "naswot", "synflow", "grad_norm", "snip")  # bonas.proxies.PROXIES
 
 # Which keys of [sampler] / [pruner] each choice takes; a key set for another choice is an error,
 # not silently ignored.
@@ -42,6 +43,7 @@ PRUNER_KEYS = {
     "median": {"n_startup_trials", "n_warmup_steps"},
     "successive-halving": {"min_resource", "reduction_factor"},
     "hyperband": {"min_resource", "reduction_factor"},
+    "asha": {"min_resource", "reduction_factor"},
     "none": set(),
 }
 
@@ -67,11 +69,12 @@ class SamplerConfig:
 class PrunerConfig:
     # successive-halving by default: 1.65x fewer epochs than no pruning with the same best on every seed,
     # against 1.23x for median and 1.37x for hyperband (bench/search_quality.py, part B; README "Results")
-    name: str = "successive-halving"  # successive-halving | median | hyperband | none
+    name: str = "successive-halving"  # successive-halving | median | hyperband | asha (pause + promote) | none
     n_startup_trials: int = 5  # median: finished trials before anything is pruned
     n_warmup_steps: int = 1  # median: epochs every trial gets before it can be pruned
-    min_resource: int = 1  # successive-halving, hyperband: first check at epoch index 1 (after 2 epochs), then 3, 9, ...
-    reduction_factor: int = 3  # successive-halving, hyperband: 1/r of the trials go on at each rung
+    min_resource: int = 1  # successive-halving, hyperband: first check at epoch index 1 (after 2 epochs), then 3, 9, ...;
+    # asha: rungs after min_resource, min_resource * r, ... epochs
+    reduction_factor: int = 3  # successive-halving, hyperband, asha: 1/r of the trials go on at each rung
 
 
 @dataclass
@@ -142,6 +145,14 @@ class ObjectiveConfig:
 
 
 @dataclass
+class ScreenConfig:
+    proxy: str = "none"  # none | naswot | synflow | grad_norm | snip: score each network at initialisation
+    percentile: float = 25.0  # stop a trial before training when it scores below this percentile of earlier ones
+    n_startup_trials: int = 10  # trials scored before any is stopped
+    batch_size: int = 128  # images in the one batch a network is scored on
+
+
+@dataclass
 class WarmStartConfig:
     file: str = ""  # a TOML file of [[trial]] tables (params), enqueued when the study is created
     from_study: str = ""  # a study name or config whose top_k trials are enqueued when this one is created
@@ -161,6 +172,7 @@ class WorkersConfig:
     grace_period: int = 60  # a RUNNING trial silent this long is failed and retried
     max_retry: int = 2  # a killed trial is retried with the same params this many times
     reuse_duplicates: bool = True  # a proposal identical to a finished trial reuses its result
+    checkpoint: bool = True  # save each trial's training state every epoch: a retried trial goes on from it
 
 
 @dataclass
@@ -179,6 +191,7 @@ class StudyConfig:
     workers: WorkersConfig = field(default_factory=WorkersConfig)
     artifacts: ArtifactsConfig = field(default_factory=ArtifactsConfig)
     warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
+    screen: ScreenConfig = field(default_factory=ScreenConfig)
     path: str = field(default="", metadata={"internal": True})  # the file it came from
 
     def to_dict(self) -> dict[str, Any]:
@@ -418,6 +431,13 @@ def _validate(c: StudyConfig, raw: dict[str, Any], source: str) -> None:
         fail("objective.prune_percentile", f"must be between 0 and 100, got {o.prune_percentile}")
     if o.latency_time_s < 0:
         fail("objective.latency_time_s", f"must be >= 0 seconds, got {o.latency_time_s}")
+    _one_of(fail, "screen.proxy", c.screen.proxy, SCREEN_PROXIES)
+    if not 0.0 < c.screen.percentile < 100.0:
+        fail("screen.percentile", f"must be between 0 and 100, got {c.screen.percentile}")
+    if c.screen.n_startup_trials < 1:
+        fail("screen.n_startup_trials", f"must be >= 1, got {c.screen.n_startup_trials}")
+    if c.screen.batch_size < 2:
+        fail("screen.batch_size", f"must be >= 2 images, got {c.screen.batch_size}")
     if c.warm_start.top_k < 1:
         fail("warm_start.top_k", f"must be >= 1, got {c.warm_start.top_k}")
 

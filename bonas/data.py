@@ -114,25 +114,36 @@ def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]
 # --- batching and on-device preprocessing ---------------------------------------------------------
 
 
+class EpochOrder:
+    """The shuffled order of an epoch, a function of (seed, epoch) alone: a trial resumed at epoch k draws
+    the batches it would have drawn uninterrupted. Lightning calls ``set_epoch`` before each epoch (it
+    looks for a ``sampler`` with that method); without it, each pass takes the next epoch."""
+
+    def __init__(self, seed: int):
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def permutation(self, n: int) -> torch.Tensor:
+        generator = torch.Generator(device="cpu").manual_seed(self.seed * 100_003 + self.epoch)
+        self.epoch += 1
+        return torch.randperm(n, generator=generator)
+
+
 class Batches:
     """Batches as index slices of in-memory tensors: no per-sample Python, no DataLoader workers."""
+
+    batch_sampler = None  # what Lightning looks at beside ``sampler`` (an EpochOrder) on a loader
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0):
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.shuffle = shuffle
-        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+        self.sampler = EpochOrder(seed)
 
     def __len__(self) -> int:
         return (len(self.y) + self.batch_size - 1) // self.batch_size
-
-    # Lightning saves and restores a train loader with these in its checkpoints: a resumed trial draws the
-    # same batch order it would have drawn without the interruption.
-    def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
 
     def __iter__(self):
         n, bs = len(self.y), self.batch_size
@@ -140,7 +151,7 @@ class Batches:
             for i in range(0, n, bs):
                 yield self.x[i : i + bs], self.y[i : i + bs]
             return
-        order = torch.randperm(n, generator=self.generator).to(self.x.device)
+        order = self.sampler.permutation(n).to(self.x.device)
         for i in range(0, n, bs):
             idx = order[i : i + bs]
             yield self.x[idx], self.y[idx]

@@ -16,20 +16,28 @@ from bonas import records as R
 from bonas.notes import si
 
 
-def annotation(r: R.TrialRecord) -> str:
+def annotation(r: R.TrialRecord, promoted_to: dict[int, int]) -> str:
     if r.reused_from is not None:
         return f"  [reused #{r.reused_from}]"
     if not r.feasible:
         return f"  [{r.reason or 'infeasible'}]"
-    if r.state in (TrialState.FAIL, TrialState.WAITING) and r.reason:
-        return f"  [{r.reason}]"
-    return ""
+    notes = []
+    if r.promoted_from is not None or r.resumed_at:
+        notes.append(f"from #{r.promoted_from if r.promoted_from is not None else r.retry_of} at epoch {r.resumed_at}")
+    if r.paused_at:
+        notes.append(f"paused at epoch {r.paused_at}" + (f", promoted to #{promoted_to[r.number]}" if r.number in promoted_to else ""))
+    if r.screen.get("rejected"):
+        notes.append(f"screened out ({r.screen['proxy']})")
+    elif r.state in (TrialState.FAIL, TrialState.WAITING) and r.reason:
+        notes.append(r.reason)
+    return f"  [{'; '.join(notes)}]" if notes else ""
 
 
 def leaderboard(study: optuna.Study, top: int | None = None, budget: int | None = None) -> str:
     trials = study.get_trials(deepcopy=False)
     recs = R.ranked(R.records(trials))
     rows = recs[:top] if top else recs
+    promoted_to = {r.promoted_from: r.number for r in recs if r.promoted_from is not None}
     header = f"{'rank':>4} {'trial':>5} {'state':<8} {'val_acc':>7} {'params':>7} {'FLOPs':>7} {'epochs':>6}  architecture"
     lines = [header]
     rank = 0
@@ -39,7 +47,7 @@ def leaderboard(study: optuna.Study, top: int | None = None, budget: int | None 
         lines.append(
             f"{rank if r.rankable else '-':>4} {r.number:>5} {r.state.name:<8} "
             f"{'-' if acc is None else f'{acc:.4f}':>7} {si(r.params):>7} "
-            f"{si(r.flops):>7} {'-' if r.epochs is None else r.epochs:>6}  {r.arch_line}{annotation(r)}"
+            f"{si(r.flops):>7} {'-' if r.epochs is None else r.epochs:>6}  {r.arch_line}{annotation(r, promoted_to)}"
         )
     if len(rows) < len(recs):
         lines.append(f"... {len(recs) - len(rows)} more (bonas trials {study.study_name} --top 0 shows all)")

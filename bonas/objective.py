@@ -9,24 +9,38 @@ and bugs leave :meth:`Objective.run` as exceptions; the worker records those.
 from __future__ import annotations
 
 import hashlib
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 import torch
 from lightning.pytorch.callbacks import Callback
+from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import FrozenTrial, TrialState
-from optuna_integration import PyTorchLightningPruningCallback
 
+from bonas import promotion, screen
 from bonas import records as R
+from bonas.callbacks import (
+    CostAwarePruning,
+    Deadline,
+    Paused,
+    PruningCallback,
+    RungPause,
+    StateSaver,
+    TimeSpent,
+    TrialAbandoned,
+    TrialGuard,
+)
 from bonas.config import StudyConfig
 from bonas.data import Batches, Preprocess, Splits
 from bonas.model import LayerRow, build_model, count_params, measure_latency, summarize
+from bonas.resume import ResumePoint, find_resume_point
 from bonas.space import suggest_arch, suggest_training
 from bonas.spec import ArchSpec, TrainSpec
-from bonas.storage import trial_id
+from bonas.storage import study_id, trial_id
 from bonas.train import VAL_ACC, Classifier, NonFiniteLoss, Recipe, make_trainer
 
 
@@ -70,6 +84,7 @@ class Outcome:
     prepared: Prepared | None = None
     module: Classifier | None = None
     dropped: bool = False
+    requeue: bool = False  # end FAIL and queue the params again (interrupted, or stopped by the time budget)
 
     @property
     def accuracy(self) -> float | None:
@@ -81,79 +96,21 @@ def is_out_of_memory(err: BaseException) -> bool:
     return isinstance(err, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in str(err)
 
 
-class TrialAbandoned(RuntimeError):
-    """The storage no longer lists this trial as RUNNING: drop it without telling anything."""
-
-
-class TrialGuard(Callback):
-    """Stops training when the trial was failed behind our back (a stalled worker reaped by a peer)."""
-
-    def __init__(self, trial: optuna.Trial):
-        self.trial = trial
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        frozen = self.trial.storage.get_trial(trial_id(self.trial))
-        if frozen.state != TrialState.RUNNING:
-            why = frozen.user_attrs.get(R.REASON) or "no reason recorded"
-            raise TrialAbandoned(f"a peer failed trial {self.trial.number} while this worker was away ({why}); its params were requeued")
-
-
-class PruningCallback(PyTorchLightningPruningCallback):
-    """optuna-integration's callback, except that the last epoch only reports: pruning a trial that has
-    trained every epoch saves nothing and would hide a finished result behind PRUNED."""
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or pl_module.current_epoch < trainer.max_epochs - 1:
-            super().on_validation_end(trainer, pl_module)
-            return
-        score = trainer.callback_metrics.get(self.monitor)
-        if score is not None and trainer.is_global_zero:
-            self._trial.report(score.item(), step=pl_module.current_epoch)
-
-
-class CostAwarePruning(Callback):
-    """Pruning for multi-objective studies, where Optuna refuses ``trial.report`` (its RFC #3450).
-
-    At epoch k a trial is stopped when its validation accuracy is below the ``percentile`` of the epoch-k
-    accuracies of finished trials that cost no more than it does (cost: the secondary objective, known
-    before training). A trial that could still reach the Pareto front by being cheap is never compared
-    with costlier ones, so it is never pruned for being less accurate than they are.
-    """
-
-    def __init__(self, trial: optuna.Trial, cost: float, percentile: float | None, n_startup_trials: int, n_warmup_steps: int):
-        self.trial, self.cost, self.percentile = trial, cost, percentile
-        self.n_startup, self.n_warmup = n_startup_trials, n_warmup_steps
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or not pl_module.history:
-            return
-        epoch, acc = len(pl_module.history) - 1, pl_module.history[-1]
-        self.trial.set_user_attr(R.CURVE, list(pl_module.history))
-        if self.percentile is None or epoch < self.n_warmup or epoch >= trainer.max_epochs - 1:
-            return  # the last epoch: pruning now would save nothing
-        threshold = self.threshold(R.records(self.trial.study.get_trials(deepcopy=False, states=R.FINISHED)), epoch)
-        if threshold is not None and acc < threshold:
-            raise optuna.TrialPruned(f"pruned at epoch {epoch}: val_acc {acc:.4f} < {threshold:.4f}, the "
-                                     f"{self.percentile:g}th percentile of trials costing <= {self.cost:g}")
-
-    def threshold(self, finished: list[R.TrialRecord], epoch: int) -> float | None:
-        peers = [r.curve[epoch] for r in finished if r.trained and r.cost is not None and r.cost <= self.cost and len(r.curve) > epoch]
-        if len(peers) < max(1, self.n_startup):
-            return None
-        return float(np.percentile(peers, self.percentile))
-
-
 class Objective:
-    """Runs trials for one worker: holds the data (loaded once) and the config."""
+    """Runs trials for one worker: holds the data (loaded once), the config and where states are kept."""
 
-    def __init__(self, config: StudyConfig, splits: Splits, verbose: bool = False):
+    def __init__(self, config: StudyConfig, splits: Splits, verbose: bool = False,
+                 states: tuple[FileSystemArtifactStore, Path] | None = None):
         self.config = config
         self.splits = splits
         self.verbose = verbose
+        self.states = states if config.workers.checkpoint else None  # (artifact store, its folder)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         o = config.objective
         self.multi = len(o.metrics) > 1
         self.latency_time = o.latency_time_s or (0.05 if ("latency" in o.metrics or o.max_latency_ms) else 0.0)
+        pr = config.pruner
+        self.rungs = promotion.rungs(pr.min_resource, pr.reduction_factor, config.training.max_epochs) if pr.name == "asha" else []
 
     def prepare(self, trial: optuna.trial.BaseTrial, seed: int) -> Prepared:
         s = self.splits
@@ -204,11 +161,12 @@ class Objective:
         return broken
 
     def find_duplicate(self, trial: optuna.Trial, p: Prepared) -> R.TrialRecord | None:
-        """A finished, trained trial with the same ArchSpec and TrainSpec (the first one)."""
+        """A finished, trained trial with the same ArchSpec and TrainSpec (the first one); a paused one is
+        no result yet."""
         for t in trial.study.get_trials(deepcopy=False, states=R.FINISHED):
             if t.user_attrs.get(R.KEY) == p.key:
                 r = R.TrialRecord.of(t)
-                if r.trained:
+                if r.trained and not r.paused_at:
                     return r
         return None
 
@@ -226,29 +184,51 @@ class Objective:
             return Outcome(TrialState.COMPLETE, value, f"reused trial {source.number}: identical specs", p)
         return Outcome(TrialState.PRUNED, None, f"reused trial {source.number} (pruned): identical specs", p)
 
-    def fit(self, trial: optuna.Trial | None, p: Prepared, callbacks: list | None = None) -> Classifier:
-        """Train ``p.net`` for max_epochs (pruned early through ``trial`` when given)."""
+    def screen(self, trial: optuna.Trial, p: Prepared) -> Outcome | None:
+        """[screen]: score the untrained network; below the percentile of earlier trials, stop it here."""
+        sc = self.config.screen
+        x, y = screen.screen_batch(self.splits, sc.batch_size, self.config.seed)
+        value = screen.score(p.net, x, y, sc.proxy)
+        verdict = screen.judge(value, sc.proxy, R.records(trial.study.get_trials(deepcopy=False)), sc.percentile, sc.n_startup_trials)
+        trial.set_user_attr(R.SCREEN, {**verdict.to_attr(), "rejected": verdict.rejected})
+        if verdict.rejected:
+            trial.set_user_attr(R.EPOCHS, 0)
+            return Outcome(TrialState.PRUNED, None, verdict.reason(sc.percentile), p)
+        return None
+
+    def fit(self, trial: optuna.Trial | None, p: Prepared, callbacks: list | None = None, resume: ResumePoint | None = None) -> Classifier:
+        """Train ``p.net`` to max_epochs (from ``resume``'s state when given; pruned early through ``trial``)."""
         s, t = self.splits, self.config.training
         recipe = Recipe.of(t)
         module = Classifier(p.net, p.train, Preprocess(s.mean, s.std, s.crop_pad, s.flip, self.config.data.cutout), t.max_epochs, recipe)
         callbacks = list(callbacks or [])
-        if trial is not None:
-            callbacks += [TrialGuard(trial), self.pruning_callback(trial, p)]
         trainer = make_trainer(t.max_epochs, callbacks, t.precision, self.verbose, recipe)
         train_batches = Batches(s.train_x, s.train_y, p.train.batch_size, shuffle=True, seed=p.seed)
         val_batches = Batches(s.val_x, s.val_y, t.eval_batch_size, shuffle=False)
         start = time.perf_counter()
         try:
-            trainer.fit(module, train_dataloaders=train_batches, val_dataloaders=val_batches)
+            trainer.fit(module, train_dataloaders=train_batches, val_dataloaders=val_batches, ckpt_path=resume.path if resume else None)
         finally:
             if trial is not None:
-                trial.set_user_attr(R.EPOCHS, len(module.history))
+                trial.set_user_attr(R.EPOCHS, len(module.history) - (resume.epochs if resume else 0))
                 trial.set_user_attr(R.SECONDS, round(time.perf_counter() - start, 3))
         return module
 
+    def trial_callbacks(self, trial: optuna.Trial, p: Prepared, deadline: tuple[float, str] | None) -> list[Callback]:
+        """In order: save the state, notice a peer's verdict, report (and prune), pause at a rung, stop at the deadline."""
+        callbacks: list[Callback] = []
+        if self.states is not None:
+            callbacks.append(StateSaver(trial, *self.states))
+        callbacks += [TrialGuard(trial), self.pruning_callback(trial, p)]
+        if self.rungs:
+            callbacks.append(RungPause(trial, self.rungs, self.config.pruner.reduction_factor))
+        if deadline is not None:
+            callbacks.append(Deadline(*deadline))
+        return callbacks
+
     def pruning_callback(self, trial: optuna.Trial, p: Prepared) -> Callback:
-        """Optuna's callback in single-objective studies; bonas' cost-aware one in multi-objective ones
-        (any pruner but "none" means it there, with n_startup_trials and the warm-up epochs)."""
+        """Optuna's callback in single-objective studies (it only reports under asha, whose pruner is a
+        NopPruner); bonas' cost-aware one in multi-objective ones (any pruner but "none" means it there)."""
         if not self.multi:
             return PruningCallback(trial, monitor=VAL_ACC)
         pr = self.config.pruner
@@ -256,11 +236,46 @@ class Objective:
         warmup = pr.n_warmup_steps if pr.name == "median" else pr.min_resource - 1
         return CostAwarePruning(trial, p.cost(self.config.objective.metrics[1]), percentile, pr.n_startup_trials, warmup)
 
-    def run(self, trial: optuna.Trial) -> Outcome:
-        """Prepare, check limits and duplicates, train; every ordinary ending is an Outcome."""
+    def run(self, trial: optuna.Trial, deadline: tuple[float, str] | None = None) -> Outcome:
+        """Prepare, check limits, duplicates and the screen, train (or go on from a state); every ordinary
+        ending is an Outcome. ``deadline``: (time.monotonic() to stop at, what budget that is)."""
         frozen = trial.storage.get_trial(trial_id(trial))
-        p = self.prepare(trial, trial_seed(self.config.seed, root_number(frozen)))
-        self.record(trial, p)
+        with tempfile.TemporaryDirectory(prefix="bonas-resume-") as tmp:
+            resume = find_resume_point(trial.study, frozen, self.states[0], Path(tmp)) if self.states else None
+            seed = self.resumed_seed(trial, resume) if resume else trial_seed(self.config.seed, root_number(frozen))
+            p = self.prepare(trial, seed)
+            self.record(trial, p)
+            if resume is None:
+                early = self.before_training(trial, p)
+                if early is not None:
+                    return early
+            else:
+                self.report_history(trial, frozen, resume)
+            try:
+                module = self.fit(trial, p, self.trial_callbacks(trial, p, deadline), resume)
+            except optuna.TrialPruned as err:
+                reported = trial.storage.get_trial(trial_id(trial)).intermediate_values
+                if not reported:  # multi-objective: bonas' own pruner says why
+                    return Outcome(TrialState.PRUNED, None, str(err) or "pruned", p)
+                epoch = max(reported)
+                return Outcome(TrialState.PRUNED, None, f"pruned at epoch {epoch} (val_acc {reported[epoch]:.4f})", p)
+            except Paused as err:
+                trial.set_user_attr(R.PAUSED, err.epochs)
+                return Outcome(TrialState.PRUNED, None, str(err), p)
+            except TimeSpent as err:
+                return Outcome(TrialState.FAIL, None, str(err), p, requeue=True)
+            except NonFiniteLoss as err:
+                return Outcome(TrialState.PRUNED, None, f"diverged: {err}", p)
+            except TrialAbandoned as err:
+                return Outcome(TrialState.FAIL, None, str(err), p, dropped=True)
+            except (torch.OutOfMemoryError, MemoryError, RuntimeError) as err:
+                if not is_out_of_memory(err):
+                    raise
+                return Outcome(TrialState.FAIL, None, f"out of memory: {str(err).splitlines()[0][:300] if str(err) else type(err).__name__}", p)
+        return Outcome(TrialState.COMPLETE, self.values(module.history[-1], p), R.COMPLETED, p, module)
+
+    def before_training(self, trial: optuna.Trial, p: Prepared) -> Outcome | None:
+        """A new configuration may end before its first epoch: over a limit, a repeat, screened out."""
         broken = self.broken_limits(trial, p)
         if broken:  # never trained: the worst accuracy, its real cost
             trial.set_user_attr(R.INFEASIBLE, broken)
@@ -270,20 +285,22 @@ class Objective:
             source = self.find_duplicate(trial, p)
             if source is not None:
                 return self.reuse(trial, source, p)
-        try:
-            module = self.fit(trial, p)
-        except optuna.TrialPruned as err:
-            reported = trial.storage.get_trial(trial_id(trial)).intermediate_values
-            if not reported:  # multi-objective: bonas' own pruner says why
-                return Outcome(TrialState.PRUNED, None, str(err) or "pruned", p)
-            epoch = max(reported)
-            return Outcome(TrialState.PRUNED, None, f"pruned at epoch {epoch} (val_acc {reported[epoch]:.4f})", p)
-        except NonFiniteLoss as err:
-            return Outcome(TrialState.PRUNED, None, f"diverged: {err}", p)
-        except TrialAbandoned as err:
-            return Outcome(TrialState.FAIL, None, str(err), p, dropped=True)
-        except (torch.OutOfMemoryError, MemoryError, RuntimeError) as err:
-            if not is_out_of_memory(err):
-                raise
-            return Outcome(TrialState.FAIL, None, f"out of memory: {str(err).splitlines()[0][:300] if str(err) else type(err).__name__}", p)
-        return Outcome(TrialState.COMPLETE, self.values(module.history[-1], p), R.COMPLETED, p, module)
+        if self.config.screen.proxy != "none":
+            return self.screen(trial, p)
+        return None
+
+    def resumed_seed(self, trial: optuna.Trial, resume: ResumePoint) -> int:
+        """A trial that goes on from another's state keeps that trial's seed."""
+        storage = trial.storage
+        source = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id(trial.study), resume.source))
+        trial.set_user_attr(R.RESUMED_AT, resume.epochs)
+        return source.user_attrs.get(R.SEED, trial_seed(self.config.seed, resume.source))
+
+    def report_history(self, trial: optuna.Trial, frozen: FrozenTrial, resume: ResumePoint) -> None:
+        """The epochs the state carries, reported as this trial's (a promotion already holds them)."""
+        if self.multi:
+            return
+        history = torch.load(resume.path, map_location="cpu", weights_only=True).get("bonas", {}).get("history", [])
+        for step, value in enumerate(history):
+            if step not in frozen.intermediate_values:
+                trial.report(value, step)

@@ -33,16 +33,18 @@ CURVE = "val_acc_curve"  # val_acc per epoch (multi-objective studies keep no in
 REUSED = "reused_from"  # this trial repeated trial N's specs: N's result stands, nothing trained
 REASON = "end_reason"  # why the trial ended: completed, pruned at epoch k, diverged, infeasible, ...
 INFEASIBLE = "infeasible"  # the constraints it broke, when it was skipped before training
-SCREEN = "screen"  # zero-cost proxy score and threshold, when [screen] is on
+SCREEN = "screen"  # {"proxy": name, "score": s, "threshold": t}: its zero-cost score, when [screen] is on
+PAUSED = "paused_at_epoch"  # ASHA: the trial stopped at this rung, its state kept, and may be promoted later
 WORKER = "worker"  # which worker (host:pid:wN) ran it
 RETRY_OF = "retry_of"  # the number of the failed trial this one repeats
 
 # Set by Optuna's RetryHeartbeatStaleTrialCallback (and bonas' reaper) on a requeued trial.
 SYS_FAILED_TRIAL = "failed_trial"
 SYS_RETRY_HISTORY = "retry_history"
+SYS_PROMOTED_FROM = "bonas:promoted_from"  # ASHA: this trial goes on from that paused trial's state
 
 # Attributes that describe one run of a trial, not its params: a retry starts without them.
-RUN_ATTRS = (EPOCHS, RESUMED_AT, SECONDS, REASON, CURVE, REUSED, INFEASIBLE, SCREEN, WORKER)
+RUN_ATTRS = (EPOCHS, RESUMED_AT, SECONDS, REASON, CURVE, REUSED, INFEASIBLE, SCREEN, PAUSED, WORKER)
 
 # --- study user attrs --------------------------------------------------------------------------------
 STUDY_CONFIG = "bonas:config"  # the resolved config (storage URL masked)
@@ -77,6 +79,9 @@ class TrialRecord:
     curve: tuple[float, ...]
     worker: str
     retry_of: int | None
+    paused_at: int  # ASHA: the rung (epochs) it paused at; 0 when it did not pause
+    promoted_from: int | None  # ASHA: the paused trial this one goes on from
+    screen: dict[str, Any]
 
     @classmethod
     def of(cls, t: FrozenTrial) -> TrialRecord:
@@ -100,6 +105,9 @@ class TrialRecord:
             curve=tuple(a.get(CURVE) or ()),
             worker=a.get(WORKER, ""),
             retry_of=a.get(RETRY_OF, t.system_attrs.get(SYS_FAILED_TRIAL)),
+            paused_at=int(a.get(PAUSED) or 0),
+            promoted_from=t.system_attrs.get(SYS_PROMOTED_FROM),
+            screen=dict(a.get(SCREEN) or {}),
         )
 
     @property
@@ -131,8 +139,8 @@ class TrialRecord:
 
     @property
     def trained(self) -> bool:
-        """It measured something of its own: not a reused result, not skipped as infeasible."""
-        return self.reused_from is None and not self.infeasible
+        """It measured something of its own: not a reused result, not skipped as infeasible or screened out."""
+        return self.reused_from is None and not self.infeasible and not self.screen.get("rejected")
 
     @property
     def rankable(self) -> bool:

@@ -49,7 +49,8 @@ class Recipe:
 class Classifier(pl.LightningModule):
     def __init__(self, net: nn.Module, train: TrainSpec, preprocess: Preprocess, max_epochs: int, recipe: Recipe | None = None):
         super().__init__()
-        self.save_hyperparameters(ignore=["net", "preprocess", "recipe"])
+        # plain values only: a checkpoint loads with torch.load(weights_only=True)
+        self.save_hyperparameters({"train": train.to_dict(), "max_epochs": max_epochs, "recipe": recipe.__dict__ if recipe else {}})
         self.net = net
         self.preprocess = preprocess
         self.spec = train

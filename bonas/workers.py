@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +54,7 @@ class Interrupted(BaseException):
 
 class Stop(enum.Enum):
     BUDGET = "budget"  # n_trials finished or the timeout spent: success
+    DEADLINE = "deadline"  # this run's own time is up (bonas run's search share): success
     FAILURES = "failures"  # budget.max_failures trials failed in a row: the setup is broken
     INTERRUPTED = "interrupted"  # SIGTERM or SIGINT
 
@@ -74,6 +76,8 @@ class RunSummary:
             return f"interrupted by {signal.Signals(self.signum).name}" if self.signum else "interrupted"
         if self.stop == Stop.FAILURES:
             return f"stopped: {self.failures_in_a_row} trials failed in a row (budget.max_failures); see their end_reason"
+        if self.stop == Stop.DEADLINE:
+            return "done: this run's search time is spent"
         return f"done: {self.budget.describe()}" if self.budget else "done"
 
 
@@ -181,25 +185,31 @@ class Worker:
         self.lock, self.storage, self.study = open_study(config, url, splits.describe(), seed)
         if torch.cuda.is_available():  # the whole data set lives on the GPU: batches are slices there
             splits = splits.to("cuda")
-        self.objective = Objective(config, splits, verbose=verbose)
         self.keeper = Keeper(config, url)
+        self.objective = Objective(config, splits, verbose=verbose, states=(self.keeper.store, self.keeper.folder))
         self.name = worker_name(index)
         if not get_note(self.study):
             save_note(self.study, study_note(stored_config(self.study) or config.to_dict(), splits.describe(), f"bonas search {config.path}"))
 
     def claim(self, n_trials: int, timeout: float, summary: RunSummary):
-        claim = claim_trial(self.study, self.storage, self.lock, n_trials, timeout, self.name, self.config.workers.max_retry)
+        asha = (self.objective.rungs, self.config.pruner.reduction_factor) if self.objective.rungs else None
+        claim = claim_trial(self.study, self.storage, self.lock, n_trials, timeout, self.name, self.config.workers.max_retry, asha)
         for failed in claim.reaped:
             summary.reaped += 1
             log.warning("trial %d failed: %s%s", failed.number, failed.reason, "; params requeued" if failed.requeued else "")
         summary.budget = claim.status
         return claim
 
-    def run(self, n_trials: int, timeout: float, on_trial: Any = None, guard: SignalGuard | None = None) -> RunSummary:
+    def run(self, n_trials: int, timeout: float, on_trial: Any = None, guard: SignalGuard | None = None,
+            deadline: float | None = None) -> RunSummary:
+        """Claim and run trials until the budget is spent (or ``deadline``, a time.monotonic(), passes)."""
         guard = guard or SignalGuard()
         summary = RunSummary()
         with guard:
             while guard.signum is None:
+                if deadline is not None and time.monotonic() >= deadline:
+                    summary.stop = Stop.DEADLINE
+                    break
                 claim = self.claim(n_trials, timeout, summary)
                 if claim.status.verdict == Verdict.WAIT:  # peers' running trials fill the budget: wait, reap if they die
                     guard.wake.wait(min(WAIT_POLL_S, self.config.workers.heartbeat_interval))
@@ -207,7 +217,7 @@ class Worker:
                 if claim.trial is None:
                     summary.stop = Stop.BUDGET
                     break
-                state = self.run_trial(claim.trial, guard, summary)
+                state = self.run_trial(claim.trial, guard, summary, self.trial_deadline(claim.status, deadline))
                 if on_trial is not None:
                     on_trial(self.study)
                 if state == TrialState.FAIL:
@@ -221,21 +231,32 @@ class Worker:
             summary.stop, summary.signum = Stop.INTERRUPTED, guard.signum
         return summary
 
-    def run_trial(self, trial: optuna.Trial, guard: SignalGuard, summary: RunSummary) -> TrialState | None:
+    @staticmethod
+    def trial_deadline(status: BudgetStatus, deadline: float | None) -> tuple[float, str] | None:
+        """When the running trial must stop at an epoch boundary: the study's timeout or the run's deadline."""
+        ends = []
+        if status.timeout:  # the study's clock runs at wall speed while this trial runs
+            ends.append((time.monotonic() + status.timeout - status.elapsed, f"the study's timeout of {status.timeout:g}s"))
+        if deadline is not None:
+            ends.append((deadline, "this run's search time"))
+        return min(ends) if ends else None
+
+    def run_trial(self, trial: optuna.Trial, guard: SignalGuard, summary: RunSummary,
+                  deadline: tuple[float, str] | None = None) -> TrialState | None:
         """Run and tell one claimed trial; returns its final state (None when dropped)."""
         trial.set_user_attr(R.WORKER, self.name)
         retry_of = (self.storage.get_trial(trial_id(trial)).system_attrs.get(R.SYS_RETRY_HISTORY) or [None])[-1]
         if retry_of is not None:
             trial.set_user_attr(R.RETRY_OF, retry_of)
         with Heartbeat(self.storage, trial_id(trial), self.config.workers.heartbeat_interval):
-            outcome = self._execute(trial, guard)
+            outcome = self._execute(trial, guard, deadline)
         if outcome.dropped:
             log.warning("trial %d dropped: %s", trial.number, outcome.reason)
             summary.dropped += 1
             return None
         if outcome.state == TrialState.FAIL:
             release_memory()
-        if outcome.state == TrialState.FAIL and guard.signum is not None:  # interrupted: fail and requeue in one step
+        if outcome.requeue:  # interrupted, or out of time: fail and requeue in one step; the retry goes on from its state
             fail_and_requeue(self.study, self.lock, trial, outcome.reason, self.config.workers.max_retry)
             self._write_note(trial, kept=False)
             summary.failed += 1
@@ -249,26 +270,25 @@ class Worker:
             summary.dropped += 1
             return None
         self._write_note(trial, kept)
-        if kept:
-            self.keeper.prune(self.study)
+        self.keeper.prune(self.study)
         if outcome.state in R.FINISHED:
             summary.finished += 1
         else:
             summary.failed += 1
         return outcome.state
 
-    def _execute(self, trial: optuna.Trial, guard: SignalGuard) -> Outcome:
+    def _execute(self, trial: optuna.Trial, guard: SignalGuard, deadline: tuple[float, str] | None) -> Outcome:
         """The objective, with interruptions and unexpected errors turned into outcomes too."""
         try:
             guard.in_trial = guard.signum is None
             if guard.signum is not None:
                 raise Interrupted(guard.signum)
-            return self.objective.run(trial)
+            return self.objective.run(trial, deadline)
         except (Interrupted, KeyboardInterrupt, SystemExit) as err:
             # SystemExit: Lightning turns SIGTERM into SIGTERMException and Ctrl-C into sys.exit(1).
             signum = getattr(err, "signum", None) or guard.signum or signal.SIGINT
             guard.signum = guard.signum or signum
-            return Outcome(TrialState.FAIL, None, f"interrupted by {signal.Signals(signum).name}")
+            return Outcome(TrialState.FAIL, None, f"interrupted by {signal.Signals(signum).name}", requeue=True)
         except UpdateFinishedTrialError as err:
             return Outcome(TrialState.FAIL, None, f"a peer failed this trial while this worker was away ({err})", dropped=True)
         except BonasError as err:
