@@ -4,14 +4,15 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STUDY  ?= digits
 N      ?= 2
+BUDGET ?= 10m
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install search workers dashboard report compare trials best test lint bench clean
+.PHONY: help install search run workers dashboard report compare trials best test lint bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  variables: STUDY=<name> (studies/<name>.toml, default digits), N=<workers>, ARGS='<extra bonas flags>'"
+	@echo "  variables: STUDY=<name> (studies/<name>.toml, default digits), N=<workers>, BUDGET=<90s|45m|1h>, ARGS='<extra bonas flags>'"
 
 $(BIN)/bonas: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +24,9 @@ install: $(BIN)/bonas ## create .venv and install bonas with its dev tools
 
 search: $(BIN)/bonas ## run (or resume) studies/STUDY.toml, then print the leaderboard
 	$(BIN)/bonas search studies/$(STUDY).toml $(ARGS)
+
+run: $(BIN)/bonas ## from a budget to a tested model: make run STUDY=<name> BUDGET=1h (search, then train and test the winner)
+	$(BIN)/bonas run studies/$(STUDY).toml --budget $(BUDGET) $(ARGS)
 
 workers: $(BIN)/bonas ## run studies/STUDY.toml with N local worker processes
 	$(BIN)/bonas search studies/$(STUDY).toml --workers $(N) $(ARGS)

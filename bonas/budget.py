@@ -32,6 +32,10 @@ class Verdict(enum.Enum):
 class Spent(enum.Enum):
     TRIALS = "trials"
     TIME = "time"
+    SPACE = "space"  # the sampler keeps proposing finished configurations: the space looks exhausted
+
+
+EXHAUSTED_AFTER = 25  # proposals in a row that only repeated finished trials: the sampler has nothing new
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,9 @@ class BudgetStatus:
     spent: Spent | None = None
 
     def describe(self) -> str:
+        if self.spent == Spent.SPACE:
+            return (f"the space looks exhausted: the last {EXHAUSTED_AFTER} proposals repeated finished trials "
+                    f"({self.finished} trials trained)")
         if self.spent == Spent.TIME:
             return f"the study's timeout of {self.timeout:g}s is spent ({self.finished} of {self.n_trials} trials finished)"
         if self.spent == Spent.TRIALS:
@@ -92,6 +99,8 @@ def budget_status(trials: list[FrozenTrial], n_trials: int, timeout: float) -> B
         return BudgetStatus(Verdict.DONE, spent=Spent.TIME, **status)
     if c.finished >= n_trials and c.running_all == 0:
         return BudgetStatus(Verdict.DONE, spent=Spent.TRIALS, **status)
+    if c.repeats_in_a_row >= EXHAUSTED_AFTER:
+        return BudgetStatus(Verdict.DONE, spent=Spent.SPACE, **status)
     if c.finished + c.running >= n_trials:
         return BudgetStatus(Verdict.WAIT, **status)
     return BudgetStatus(Verdict.OPEN, **status)

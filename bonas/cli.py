@@ -75,6 +75,49 @@ class Search:
         return search(_run_args(args), args.workers, args.top)
 
 
+class Run:
+    help = "from a time budget to a tested model: search, then train the winner on the whole training split, test it once"
+
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        _add_study(p, "config")
+        p.add_argument("--budget", type=_duration, required=True, help="wall-clock budget after start-up: 90s, 45m, 1h, 1h30m")
+        p.add_argument("--search-share", type=_share, help="share of the budget spent searching (default: [final] search_share)")
+        p.add_argument("--threads", type=_positive_int, help="torch threads (default: all CPU cores)")
+        p.add_argument("--data-dir", help="where data sets are found or downloaded (default $BONAS_DATA_DIR or ~/.cache/bonas)")
+        p.add_argument("--out", help="checkpoint path (default checkpoints/<study>-trial<N>.pt)")
+        p.add_argument("--report", help="report folder (default reports/<study>)")
+        _add_storage(p)
+        p.add_argument("-v", "--verbose", action="store_true")
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        from bonas.run import run
+        from bonas.search import RunArgs
+
+        a = RunArgs(args.config, data_dir=args.data_dir, threads=args.threads, storage=args.storage, verbose=args.verbose)
+        return run(a, args.budget, args.search_share, args.out, args.report)
+
+
+def _duration(text: str) -> float:
+    from bonas.run import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text}")
+    return value
+
+
 class WorkerCmd:
     help = "run one worker on a shared study (start one per GPU / machine)"
 
@@ -257,14 +300,15 @@ class Compare:
 
 
 class Retrain:
-    help = "retrain a trial (default: the best) on train + validation, test it once, save a checkpoint"
+    help = "retrain a trial (default: the best) on the whole training split, test it once, save a checkpoint"
 
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
         _add_study(p)
         p.add_argument("--trial", type=int, help="trial number (default: the best completed trial)")
         p.add_argument("--epochs", type=_positive_int, help="epochs (default: 3x the search's epochs per trial)")
-        p.add_argument("--full-data", action="store_true", help="ignore the search's train/val subsets: use the whole training set")
+        p.add_argument("--search-data", action="store_true", help="train on the search's train/val subsets, not the whole training split")
+        p.add_argument("--full-data", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old scripts
         p.add_argument("--out", help="checkpoint path (default checkpoints/<study>-trial<N>.pt)")
         p.add_argument("--data-dir", help="where data sets are found or downloaded")
         _add_storage(p)
@@ -281,7 +325,7 @@ class Retrain:
             opened.config.data.dir = args.data_dir
         set_threads()
         quiet_lightning(args.verbose)
-        print(format_result(retrain(opened, args.trial, args.epochs, args.full_data, args.out, args.verbose)))
+        print(format_result(retrain(opened, args.trial, args.epochs, args.search_data, args.out, args.verbose)))
         return 0
 
 
@@ -323,6 +367,7 @@ class Predict:
 
 COMMANDS = {
     "search": Search,
+    "run": Run,
     "worker": WorkerCmd,
     "slurm": Slurm,
     "best": Best,

@@ -145,6 +145,13 @@ class ObjectiveConfig:
 
 
 @dataclass
+class FinalConfig:
+    search_share: float = 0.5  # bonas run: the share of --budget spent searching, the rest trains the winner (README "Results per budget")
+    train_subset: int = 0  # images the final model trains on (class-balanced); 0 = the whole training split, train + validation
+    epochs_multiple: int = 3  # bonas retrain without --epochs: this many times the search's epochs per trial
+
+
+@dataclass
 class ScreenConfig:
     proxy: str = "none"  # none | naswot | synflow | grad_norm | snip: score each network at initialisation
     percentile: float = 25.0  # stop a trial before training when it scores below this percentile of earlier ones
@@ -192,6 +199,7 @@ class StudyConfig:
     artifacts: ArtifactsConfig = field(default_factory=ArtifactsConfig)
     warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
     screen: ScreenConfig = field(default_factory=ScreenConfig)
+    final: FinalConfig = field(default_factory=FinalConfig)
     path: str = field(default="", metadata={"internal": True})  # the file it came from
 
     def to_dict(self) -> dict[str, Any]:
@@ -431,6 +439,12 @@ def _validate(c: StudyConfig, raw: dict[str, Any], source: str) -> None:
         fail("objective.prune_percentile", f"must be between 0 and 100, got {o.prune_percentile}")
     if o.latency_time_s < 0:
         fail("objective.latency_time_s", f"must be >= 0 seconds, got {o.latency_time_s}")
+    if not 0.0 < c.final.search_share < 1.0:
+        fail("final.search_share", f"must be between 0 and 1 (the rest of the budget trains the winner), got {c.final.search_share}")
+    if c.final.train_subset < 0:
+        fail("final.train_subset", f"must be >= 0 (0 = the whole training split), got {c.final.train_subset}")
+    if c.final.epochs_multiple < 1:
+        fail("final.epochs_multiple", f"must be >= 1, got {c.final.epochs_multiple}")
     _one_of(fail, "screen.proxy", c.screen.proxy, SCREEN_PROXIES)
     if not 0.0 < c.screen.percentile < 100.0:
         fail("screen.percentile", f"must be between 0 and 100, got {c.screen.percentile}")

@@ -85,7 +85,7 @@ def describe_best(study: optuna.Study) -> str:
 class Progress:
     """Study-level progress: a bar on a terminal (done/total, best, pruned), one line per trial elsewhere."""
 
-    def __init__(self, study_name: str, total: int, enabled: bool = True, stream: Any = None):
+    def __init__(self, study_name: str, total: int | None, enabled: bool = True, stream: Any = None):
         self.stream = stream or sys.stderr
         self.total = total
         self.name = study_name
@@ -108,7 +108,7 @@ class Progress:
         new = [r for r in recs if r.state.is_finished() and r.number not in self.seen]
         self.seen.update(r.number for r in new)
         if self.bar is not None:
-            self.bar.n = min(done, self.total)
+            self.bar.n = min(done, self.total or done)
             self.bar.set_postfix_str(f"best {best:.4f}, pruned {pruned}, failed {failed}" if best is not None else f"pruned {pruned}, failed {failed}")
             self.bar.refresh()
             return
@@ -118,7 +118,7 @@ class Progress:
             print(
                 f"trial {r.number:>3} {r.state.name:<8} val_acc {'-' if acc is None else f'{acc:.4f}'} "
                 f"params {si(r.params)} epochs {'-' if r.epochs is None else r.epochs} "
-                f"{r.seconds or 0:.1f}s | {done}/{self.total} done, best "
+                f"{r.seconds or 0:.1f}s | {done}{f'/{self.total}' if self.total else ''} done, best "
                 f"{'-' if best is None else f'{best:.4f}'}{f' | {reason}' if reason else ''}",
                 file=self.stream,
                 flush=True,

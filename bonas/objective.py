@@ -302,5 +302,5 @@ class Objective:
             return
         history = torch.load(resume.path, map_location="cpu", weights_only=True).get("bonas", {}).get("history", [])
         for step, value in enumerate(history):
-            if step not in frozen.intermediate_values:
-                trial.report(value, step)
+            if step not in frozen.intermediate_values:  # as Lightning logged it: a float32
+                trial.report(torch.tensor(value, dtype=torch.float32).item(), step)

@@ -75,19 +75,29 @@ def next_promotion(recs: list[R.TrialRecord], rung_epochs: list[int], eta: int) 
 
 @dataclass(frozen=True)
 class Counts:
-    finished: int  # configurations finished (COMPLETE or PRUNED, a paused one included)
+    finished: int  # configurations finished (COMPLETE or PRUNED, a paused one included), reused results not counted
     running: int  # configurations running (promotions not included: they are not new configurations)
     running_all: int  # every RUNNING trial, promotions included
     waiting: int
+    repeats_in_a_row: int  # the latest finished trials that only reused an identical earlier result
 
 
 def count(trials: list[FrozenTrial]) -> Counts:
+    """What counts against ``n_trials``: configurations that trained (or were stopped before training on
+    their own merits: infeasible, screened out) — a reused result measures nothing new."""
     roots = [t for t in trials if not is_continuation(t)]
+    finished = [t for t in roots if t.state in R.FINISHED]
+    repeats = 0
+    for t in sorted(finished, key=lambda t: t.number, reverse=True):
+        if R.REUSED not in t.user_attrs:
+            break
+        repeats += 1
     return Counts(
-        finished=sum(t.state in R.FINISHED for t in roots),
+        finished=sum(R.REUSED not in t.user_attrs for t in finished),
         running=sum(t.state == TrialState.RUNNING for t in roots),
         running_all=sum(t.state == TrialState.RUNNING for t in trials),
         waiting=sum(t.state == TrialState.WAITING for t in trials),
+        repeats_in_a_row=repeats,
     )
 
 

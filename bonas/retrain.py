@@ -1,8 +1,11 @@
-"""From a search to a model: retrain the chosen trial on train + validation, test it once, save it.
+"""From a search to a model: train an architecture on the whole training split, test it once, save it.
 
-The architecture and training knobs are rebuilt from the trial's stored params alone; the test split is
-touched here and nowhere else. Results go to a checkpoint file, a study artifact, and the study's user
-attrs (``bonas:retrain:<trial>``), so a study records what its winner really scores.
+The final model trains on train + validation (the official training split; a subset only when
+``[final] train_subset`` asks), with the study's recipe, for a number of epochs or for as many as fit a
+given time (the network's time per epoch measured first, then a hard stop at the deadline). The test
+split is touched here and nowhere else. ``bonas retrain`` and ``bonas run`` rebuild the architecture from a
+trial's stored params alone; the budget bench trains hand-designed baselines through the same function.
+Results go to a checkpoint file, a study artifact and the study's user attrs (``bonas:retrain:<trial>``).
 """
 
 from __future__ import annotations
@@ -10,9 +13,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 import optuna
 import torch
 from optuna.artifacts import upload_artifact
@@ -20,16 +26,20 @@ from optuna.artifacts import upload_artifact
 from bonas import records as R
 from bonas.artifacts import open_store
 from bonas.checkpoint import make_checkpoint, save_checkpoint
-from bonas.data import Batches, Preprocess, channel_stats, load_splits
+from bonas.config import StudyConfig
+from bonas.data import Batches, Preprocess, Splits, channel_stats, load_splits
+from bonas.datasets import balanced_subset
 from bonas.errors import StudyError
-from bonas.model import build_model
+from bonas.model import build_model, count_params, measure_latency
 from bonas.objective import trial_seed
 from bonas.space import specs_from_params
+from bonas.spec import ArchSpec, TrainSpec
 from bonas.study import Opened, stored_data
 from bonas.train import Classifier, Recipe, accelerator, make_trainer
 
 log = logging.getLogger("bonas.retrain")
-EPOCHS_MULTIPLE = 3  # default retraining length: this many times the search's epochs per trial
+PROBE_STEPS = (4, 24)  # a time-filling final training is sized from the time of 24 steps minus that of 4
+SAFETY = 0.97  # of the time left, what the planned epochs may fill (the hard stop holds the rest)
 
 
 def evaluate(net: torch.nn.Module, preprocess: Preprocess, x: torch.Tensor, y: torch.Tensor, n_classes: int,
@@ -62,66 +72,149 @@ def pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTr
     return t
 
 
-def retrain(opened: Opened, number: int | None = None, epochs: int | None = None, full_data: bool = False,
-            out: str | None = None, verbose: bool = False) -> dict[str, Any]:
-    study, config = opened.study, opened.config
-    trial = pick_trial(study, number)
-    data_config = dataclasses.replace(config.data, train_subset=0, val_subset=0) if full_data else config.data
-    splits = load_splits(config.dataset, data_config, config.seed)
-    stored = stored_data(study)
-    if stored and list(splits.input_shape) != stored.get("input_shape"):
-        raise StudyError(f"the data now has shape {list(splits.input_shape)}, the study was searched on {stored['input_shape']}")
-    arch, train = specs_from_params(trial.params, config.space, config.training, config.data, splits.input_shape)
-    epochs = epochs or EPOCHS_MULTIPLE * config.training.max_epochs
+def final_splits(config: StudyConfig, search_data: bool = False) -> Splits:
+    """The data of a final model: the whole training split (split as the search split it, so validation
+    images are known and join training), or the search's own subsets with ``search_data``."""
+    data = config.data if search_data else dataclasses.replace(config.data, train_subset=0, val_subset=0)
+    return load_splits(config.dataset, data, config.seed)
 
+
+@dataclass
+class Final:
+    """A trained and tested final model."""
+
+    net: torch.nn.Module
+    arch: ArchSpec
+    train: TrainSpec
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    result: dict[str, Any]
+
+
+class HardStop(pl.Callback):
+    """Stops training at ``deadline`` (time.monotonic()), mid-epoch if it must: the budget holds."""
+
+    def __init__(self, deadline: float, on_epoch: Callable[[int, int], None] | None):
+        self.deadline, self.on_epoch, self.stopped_at = deadline, on_epoch, None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if time.monotonic() >= self.deadline and not trainer.should_stop:
+            trainer.should_stop = True
+            self.stopped_at = trainer.current_epoch
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self.on_epoch is not None:
+            self.on_epoch(trainer.current_epoch + 1, trainer.max_epochs)
+
+
+def seconds_per_epoch(config: StudyConfig, net: torch.nn.Module, train: TrainSpec, x: torch.Tensor, y: torch.Tensor,
+                      preprocess: Preprocess, recipe: Recipe, seed: int) -> float:
+    """One epoch's training time on (x, y), measured as the real training runs (Lightning, the recipe's
+    callbacks, the precision): the difference between a short and a longer run of a copy of the network,
+    per step, times the steps of an epoch — the Trainer's start-up cancels out."""
+    import copy
+
+    steps = (len(y) + train.batch_size - 1) // train.batch_size
+    short, long = min(steps, PROBE_STEPS[0]), min(steps, PROBE_STEPS[1])
+    times = []
+    for limit in (short, long):
+        module = Classifier(copy.deepcopy(net), train, preprocess, 1, recipe)
+        trainer = make_trainer(1, [], config.training.precision, False, recipe, limit_val_batches=0, limit_train_batches=limit)
+        start = time.perf_counter()
+        trainer.fit(module, train_dataloaders=Batches(x, y, train.batch_size, shuffle=True, seed=seed))
+        times.append(time.perf_counter() - start)
+    per_step = max(times[1] - times[0], 1e-6) / (long - short) if long > short else times[1] / max(1, long)
+    return per_step * steps
+
+
+def train_final(config: StudyConfig, splits: Splits, arch: ArchSpec, train: TrainSpec, seed: int, *, epochs: int | None = None,
+                deadline: float | None = None, verbose: bool = False, on_epoch: Callable[[int, int], None] | None = None) -> Final:
+    """Train ``arch`` on train + validation for ``epochs``, or for as many as fit until ``deadline`` (a
+    time.monotonic(); training stops there whatever the plan), and test it once."""
     x = torch.cat([splits.train_x, splits.val_x])
     y = torch.cat([splits.train_y, splits.val_y])
-    mean, std = channel_stats(x)  # the retraining set's own statistics: it is the training split now
+    if config.final.train_subset:
+        keep = balanced_subset(y, config.final.train_subset, config.seed + 3)
+        x, y = x[keep], y[keep]
+    mean, std = channel_stats(x)  # the final training set's own statistics: it is the training split now
     preprocess = Preprocess(mean, std, splits.crop_pad, splits.flip, config.data.cutout)
-    torch.manual_seed(trial_seed(config.seed, trial.number))
-    net = build_model(arch, splits.input_shape, splits.n_classes)
     recipe = Recipe.of(config.training)
-    module = Classifier(net, train, preprocess, epochs, recipe)
-    trainer = make_trainer(epochs, [], config.training.precision, verbose, recipe, limit_val_batches=0)
+    torch.manual_seed(seed)
+    net = build_model(arch, splits.input_shape, splits.n_classes)
     if torch.cuda.is_available():
         x, y = x.to("cuda"), y.to("cuda")
-    start = time.perf_counter()
-    trainer.fit(module, train_dataloaders=Batches(x, y, train.batch_size, shuffle=True, seed=trial_seed(config.seed, trial.number)))
-    seconds = time.perf_counter() - start
-
+    planned = epochs
+    if epochs is None:
+        per_epoch = seconds_per_epoch(config, net, train, x, y, preprocess, recipe, seed)
+        planned = max(1, int(SAFETY * (deadline - time.monotonic()) / per_epoch))
+    stop = HardStop(deadline or float("inf"), on_epoch)
+    module = Classifier(net, train, preprocess, planned, recipe)
+    trainer = make_trainer(planned, [stop], config.training.precision, verbose, recipe, limit_val_batches=0)
+    fit_start = time.perf_counter()
+    trainer.fit(module, train_dataloaders=Batches(x, y, train.batch_size, shuffle=True, seed=seed))
+    fit_seconds = time.perf_counter() - fit_start
     test_acc, per_class, confusion = evaluate(net, preprocess, splits.test_x, splits.test_y, splits.n_classes)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    latency = measure_latency(net.to(device), splits.input_shape, 1, device, 0.2)
     result = {
-        "trial": trial.number,
         "test_acc": test_acc,
         "per_class_acc": dict(zip(splits.classes, per_class, strict=True)),
         "confusion": confusion,
-        "val_acc_in_search": trial.values[0] if trial.values else None,
-        "epochs": epochs,
+        "epochs": trainer.current_epoch if stop.stopped_at is not None else planned,
+        "planned_epochs": planned,
+        "stopped_by_deadline": stop.stopped_at is not None,
         "train_images": len(y),
         "test_images": len(splits.test_y),
-        "train_seconds": round(seconds, 2),
+        "train_seconds": round(fit_seconds, 2),
+        "parameters": count_params(net),
+        "latency_ms_batch1": round(latency, 4),
         "device": accelerator(),
         "arch": arch.describe(),
+        "train": train.to_dict(),
     }
-    ckpt = make_checkpoint(net, arch, splits.input_shape, splits.classes, mean, std, study=study.study_name, dataset=splits.name,
-                           params=trial.params, train=train.to_dict(), **{k: v for k, v in result.items() if k != "arch"})
+    return Final(net.cpu(), arch, train, mean, std, result)
+
+
+def save_final(opened: Opened, trial: optuna.trial.FrozenTrial, final: Final, splits: Splits, out: str | None) -> dict[str, Any]:
+    """The checkpoint (file and study artifact) and the study's record of what the trial really scores."""
+    study, result = opened.study, {"trial": trial.number, "val_acc_in_search": trial.values[0] if trial.values else None, **final.result}
+    ckpt = make_checkpoint(final.net, final.arch, splits.input_shape, splits.classes, final.mean, final.std, study=study.study_name,
+                           dataset=splits.name, params=trial.params, **{k: v for k, v in result.items() if k != "arch"})
     path = save_checkpoint(ckpt, out or Path("checkpoints") / f"{study.study_name}-trial{trial.number}.pt")
     result["checkpoint"] = str(path)
     try:
-        result["artifact_id"] = upload_artifact(artifact_store=open_store(config, opened.url), file_path=str(path), study_or_trial=study,
-                                                mimetype="application/octet-stream")
+        result["artifact_id"] = upload_artifact(artifact_store=open_store(opened.config, opened.url), file_path=str(path),
+                                                study_or_trial=study, mimetype="application/octet-stream")
     except OSError as err:
         log.warning("checkpoint not uploaded as an artifact: %s", err)
     study.set_user_attr(f"{R.RETRAIN_PREFIX}{trial.number}", result)
     return result
 
 
+def retrain(opened: Opened, number: int | None = None, epochs: int | None = None, search_data: bool = False,
+            out: str | None = None, verbose: bool = False) -> dict[str, Any]:
+    """`bonas retrain`: the trial (default: the best) on the whole training split, tested once, saved."""
+    config = opened.config
+    trial = pick_trial(opened.study, number)
+    splits = final_splits(config, search_data)
+    stored = stored_data(opened.study)
+    if stored and list(splits.input_shape) != stored.get("input_shape"):
+        raise StudyError(f"the data now has shape {list(splits.input_shape)}, the study was searched on {stored['input_shape']}")
+    arch, train = specs_from_params(trial.params, config.space, config.training, config.data, splits.input_shape)
+    final = train_final(config, splits, arch, train, trial_seed(config.seed, trial.number),
+                        epochs=epochs or config.final.epochs_multiple * config.training.max_epochs, verbose=verbose)
+    return save_final(opened, trial, final, splits, out)
+
+
 def format_result(r: dict[str, Any]) -> str:
+    early = f" (stopped by the budget at epoch {r['epochs']} of {r['planned_epochs']})" if r.get("stopped_by_deadline") else ""
     lines = [
         f"trial {r['trial']}: {r['arch']}",
-        f"  retrained {r['epochs']} epochs on {r['train_images']} images (train + validation) in {r['train_seconds']:.1f}s on {r['device']}",
+        f"  trained {r['epochs']} epochs on {r['train_images']} images (train + validation) in {r['train_seconds']:.1f}s on "
+        f"{r['device']}{early}",
         f"  test accuracy {r['test_acc']:.4f} on {r['test_images']} test images"
-        + (f" (validation accuracy in the search: {r['val_acc_in_search']:.4f})" if r["val_acc_in_search"] is not None else ""),
+        + (f" (validation accuracy in the search: {r['val_acc_in_search']:.4f})" if r.get("val_acc_in_search") is not None else ""),
+        f"  {r['parameters']:,} parameters, {r['latency_ms_batch1']:.3g} ms per image at batch 1 on {r['device']}",
         "  per class: " + ", ".join(f"{c} {a:.3f}" for c, a in r["per_class_acc"].items()),
         f"  checkpoint {r['checkpoint']}",
     ]

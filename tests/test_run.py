@@ -1,0 +1,59 @@
+"""`bonas run`: a time budget split between the search and the final training, held, and everything written."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from bonas import records as R
+from bonas.run import parse_duration
+from tests.conftest import write_tiny_config
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.mark.parametrize("text, seconds", [("90s", 90), ("45m", 2700), ("1h", 3600), ("1h30m", 5400), ("2h15m30s", 8130), ("600", 600)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "1x", "h", "5s", "-3m"])
+def test_bad_durations(text):
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_bad_budget_is_one_line_and_exit_2(tmp_path):
+    path = write_tiny_config(tmp_path, "rb")
+    proc = subprocess.run([str(BIN / "bonas"), "run", str(path), "--budget", "soon"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "expected a duration such as 90s" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "rb.db").exists()
+
+
+def test_run_holds_its_budget_and_writes_a_tested_model(tmp_path):
+    path = write_tiny_config(tmp_path, "rn", n_trials=3, epochs=2, train_subset=300, val_subset=100)
+    budget = 30
+    start = time.monotonic()
+    proc = subprocess.run([str(BIN / "bonas"), "run", str(path), "--budget", f"{budget}s", "--report", str(tmp_path / "report"),
+                           "--out", str(tmp_path / "final.pt")], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    wall = time.monotonic() - start
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    study = optuna.load_study(study_name="rn", storage=f"sqlite:///{tmp_path / 'rn.db'}")
+    record = study.user_attrs[f"{R.RUN_PREFIX}0"]
+    assert record["total_s"] <= budget * 1.05 + 1, record
+    assert record["search_s"] == pytest.approx(budget * 0.5, abs=6), "the search share, give or take the epoch it finishes"
+    assert record["trials_this_run"] > 3, "the run's time, not [budget] n_trials, bounds the search"
+    assert wall < budget + 60, "start-up is the only time outside the budget"
+    retrained = study.user_attrs[f"{R.RETRAIN_PREFIX}{record['best_trial']}"]
+    assert retrained["train_images"] == 1438, "the whole training split of digits: train + validation, no subset"
+    assert 0.0 <= retrained["test_acc"] <= 1.0 and retrained["test_images"] == 359
+    ckpt = torch.load(tmp_path / "final.pt", weights_only=True)
+    assert ckpt["info"]["test_acc"] == retrained["test_acc"]
+    assert (tmp_path / "report" / "index.html").exists()
+    assert f"test accuracy {retrained['test_acc']:.4f}" in proc.stdout and "parameters" in proc.stdout and "ms per image" in proc.stdout
