@@ -241,7 +241,7 @@ def real_trials(folder: Path, n: int = 16) -> dict:
 HEARTBEAT_S, GRACE_S = 1, 60  # bonas' smallest heartbeat interval (the most heartbeat traffic) and its default grace period
 WAIT_POLL_S = 2.0  # bonas.workers.WAIT_POLL_S: while running trials fill the budget, look again after this
 FINISHED = ("COMPLETE", "PRUNED")
-ACTIVITY = sqlalchemy.text(
+ACTIVITY = sqlalchemy.text(  # per application_name: connections, those last running the lock's SQL, those waiting on a lock
     "SELECT application_name, count(*), count(*) FILTER (WHERE query LIKE 'SELECT pg_advisory%'), "
     "count(*) FILTER (WHERE wait_event_type = 'Lock') FROM pg_stat_activity "
     "WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend' GROUP BY 1"
@@ -314,9 +314,10 @@ class TimedLock(StudyLock):
         self.holds.append(time.perf_counter() - t1)
 
 
-def _many_worker(kind: str, url: str, name: str, budget: int, out, ready, go, start) -> None:
+def _many_worker(kind: str, url: str, name: str, budget: int, trial_s: float, out, ready, go, start) -> None:
     """One process: bonas' loop (claim under the study lock, heartbeat thread, tell) or plain ``study.optimize``
-    with Optuna's MaxTrialsCallback, from the common start until the budget is spent."""
+    with Optuna's MaxTrialsCallback, from the common start until the budget is spent. A trial is the trivial
+    objective, then ``trial_s`` seconds of sleep (standing in for training: the worker is idle meanwhile)."""
     import warnings
 
     import optuna
@@ -333,7 +334,7 @@ def _many_worker(kind: str, url: str, name: str, budget: int, out, ready, go, st
     try:
         storage = open_storage(url, HEARTBEAT_S, GRACE_S) if kind == "bonas" else open_storage(url)
         study = optuna.load_study(study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler())
-        lock = TimedLock(url, name, storage.engine) if kind == "bonas" else None
+        lock = TimedLock(f"{url}-lock", name, storage.engine) if kind == "bonas" else None  # its own application_name
         ready.put(1)
         go.wait()
         while time.time() < start.value:
@@ -352,6 +353,7 @@ def _many_worker(kind: str, url: str, name: str, budget: int, out, ready, go, st
                 log["claimed"].append(claim.trial.number)
                 with Heartbeat(storage, trial_id(claim.trial), HEARTBEAT_S) as beat:
                     value = trivial(claim.trial)
+                    time.sleep(trial_s)
                 log["beats"] += beat.beats
                 study.tell(claim.trial, value)
                 log["told"].append(claim.trial.number)
@@ -360,7 +362,9 @@ def _many_worker(kind: str, url: str, name: str, budget: int, out, ready, go, st
 
             def objective(trial) -> float:
                 log["claimed"].append(trial.number)
-                return trivial(trial)
+                value = trivial(trial)
+                time.sleep(trial_s)
+                return value
 
             def told(study, frozen) -> None:
                 log["told"].append(frozen.number)
@@ -461,22 +465,30 @@ def _stats(xs: list[float], scale: float = 1.0) -> dict:
 
 
 def connections(samples: list, n_workers: int, since: float, until: float) -> dict:
-    """Connections held by the workers (application_name bench-w<i>) during the measured span."""
+    """Connections held by the workers during the measured span: worker i's storage (its pool) connects as
+    bench-w<i>, its study lock as bench-w<i>-lock."""
     span = [apps for t, apps in samples if since <= t <= until] or [{}]
     workers = [f"bench-w{i}" for i in range(n_workers)]
-    totals = [sum(n for app, (n, _, _) in apps.items() if not app.startswith("bench-") or app in workers) for apps in span]
-    peaks = [max((apps.get(w, (0, 0, 0))[0] for apps in span), default=0) for w in workers]
-    lock = [sum(lk for _, lk, _ in apps.values()) for apps in span]
+
+    def n(apps: dict, app: str) -> int:
+        return apps.get(app, (0, 0, 0))[0]
+
+    totals = [sum(k for app, (k, _, _) in apps.items() if app not in ("bench-monitor", "bench-parent")) for apps in span]
+    peaks = [max(n(apps, w) + n(apps, f"{w}-lock") for apps in span) for w in workers]
+    storage = [sum(n(apps, w) for w in workers) for apps in span]
+    lock = [sum(n(apps, f"{w}-lock") for w in workers) for apps in span]
     waiting = [sum(wt for _, _, wt in apps.values()) for apps in span]
     return {"samples": len(span), "sample_every_s": (until - since) / len(span),
             "total_peak": max(totals), "total_mean": statistics.fmean(totals),
             "per_worker_peak": max(peaks), "per_worker_mean": statistics.fmean(totals) / n_workers,
             "workers_by_peak": dict(sorted(Counter(peaks).items())),  # how many workers ever held 0, 1, 2, 3 connections
+            "storage_per_worker_peak": max(max(n(apps, w) for apps in span) for w in workers),
+            "storage_per_worker_mean": statistics.fmean(storage) / n_workers,
             "lock_connections_peak": max(lock), "lock_connections_mean": statistics.fmean(lock),
             "waiting_on_lock_mean": statistics.fmean(waiting), "waiting_on_lock_peak": max(waiting)}
 
 
-def measure_many(kind: str, n_workers: int, budget: int, server_url: str) -> dict:
+def measure_many(kind: str, n_workers: int, budget: int, server_url: str, trial_s: float = 0.0) -> dict:
     import optuna
 
     from bonas.storage import open_storage
@@ -495,7 +507,7 @@ def measure_many(kind: str, n_workers: int, budget: int, server_url: str) -> dic
         ctx = mp.get_context("spawn")
         out, ready, go, start = ctx.Queue(), ctx.Queue(), ctx.Event(), ctx.Value("d", 0.0)
         procs = [ctx.Process(target=_many_worker,
-                             args=(kind, f"{url}?application_name=bench-w{i}", name, budget, out, ready, go, start))
+                             args=(kind, f"{url}?application_name=bench-w{i}", name, budget, trial_s, out, ready, go, start))
                  for i in range(n_workers)]
         t_spawn = time.time()
         for p in procs:
@@ -528,12 +540,16 @@ def measure_many(kind: str, n_workers: int, budget: int, server_url: str) -> dic
         if kind == "bonas":
             lock = {"connect_ms": _stats([c for r in logs for c in r["connect_s"]], 1e3),
                     "wait_ms": _stats([w for r in logs for w in r["wait_s"]], 1e3), "hold_ms": _stats(holds, 1e3),
-                    "busy_fraction": sum(holds) / wall,  # share of the span during which some worker held the lock
+                    # Holds measured in the holder; with more processes than cores it may be descheduled after the
+                    # release and before its clock is read: busy_fraction > 1, and the 1 / hold ceiling too low.
+                    # uses_per_s is what the lock served (its ceiling on this machine when waiting_on_lock stays > 0).
+                    "busy_fraction": sum(holds) / wall, "uses_per_s": len(holds) / wall,
                     "ceiling_claims_per_s": 1 / statistics.fmean(holds),  # claims/s if workers queued back to back
                     "round_trips_per_hold": {k: sum(r["in_lock"].get(k, 0) for r in logs) / len(holds)
                                              for k in ("before_cursor_execute", "commit", "checkout")}}
         return {
-            "kind": kind, "workers": n_workers, "budget": budget, "wall_s": wall, "trials_per_s": audit["finished"] / wall,
+            "kind": kind, "workers": n_workers, "budget": budget, "trial_s": trial_s, "wall_s": wall,
+            "trials_per_s": audit["finished"] / wall,
             "startup_s": ready_s, "audit": audit, "claim_ms": _stats([c for r in logs for c in r["claim_s"]], 1e3), "lock": lock,
             "connections": connections(sampler.samples, n_workers, start_at, end),
             "connections_opened": opened, "connections_opened_per_trial": opened / max(1, claims),
@@ -548,7 +564,8 @@ def measure_many(kind: str, n_workers: int, budget: int, server_url: str) -> dic
         drop()
 
 
-def many_workers(counts: list[int], budget: int, kinds: list[str], max_connections: int, pg_url: str) -> dict:
+def many_workers(counts: list[int], budget: int, kinds: list[str], max_connections: int, pg_url: str,
+                 trial_s: float = 0.0) -> dict:
     """The cells of part 4 on one PostgreSQL server: the bench's own (durable) unless ``pg_url`` is given."""
     from tests.servers import PrivatePostgres
 
@@ -559,11 +576,12 @@ def many_workers(counts: list[int], budget: int, kinds: list[str], max_connectio
             info = {k: conn.execute(sqlalchemy.text(f"SHOW {k}")).scalar() for k in ("server_version", "max_connections", "fsync",
                                                                                       "synchronous_commit", "shared_buffers")}
         print(f"\nmany workers: PostgreSQL {info['server_version']} ({'the bench own' if server else pg_url}), "
-              f"max_connections {info['max_connections']}, fsync {info['fsync']}; budget {budget} trials per cell", flush=True)
+              f"max_connections {info['max_connections']}, fsync {info['fsync']}; budget {budget} trials per cell, "
+              f"{trial_s:g} s of sleep per trial", flush=True)
         cells = []
         for n in counts:
             for kind in kinds:
-                r = measure_many(kind, n, budget, url)
+                r = measure_many(kind, n, budget, url, trial_s)
                 cells.append(r)
                 c, a = r["connections"], r["audit"]
                 claim = f"claim p50 {r['claim_ms']['median']:6.1f} ms  " if r["claim_ms"] else ""
@@ -574,7 +592,8 @@ def many_workers(counts: list[int], budget: int, kinds: list[str], max_connectio
     finally:
         if server is not None:
             server.close()
-    return {"server": info, "budget": budget, "heartbeat_interval_s": HEARTBEAT_S, "grace_period_s": GRACE_S, "cells": cells}
+    return {"server": info, "budget": budget, "trial_s": trial_s, "heartbeat_interval_s": HEARTBEAT_S, "grace_period_s": GRACE_S,
+            "cells": cells}
 
 
 def print_many(many: dict) -> None:
@@ -618,6 +637,7 @@ def main() -> None:
     ap.add_argument("--loops", default="bonas,optuna", help="part 'many': bonas' loop, plain study.optimize")
     ap.add_argument("--max-connections", type=int, default=300, help="part 'many': the bench's own server's max_connections")
     ap.add_argument("--pg-url", default="", help="part 'many': an existing server instead of the bench's own")
+    ap.add_argument("--trial-s", type=float, default=0.0, help="part 'many': seconds of sleep per trial (key many_trial_<s>s)")
     args = ap.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bonas-storage-"))
     counts = [int(x) for x in args.workers.split(",")]
@@ -667,14 +687,15 @@ def main() -> None:
     many = None
     if "many" in parts:
         many = many_workers([int(x) for x in args.many_workers.split(",")], args.budget, args.loops.split(","),
-                            args.max_connections, args.pg_url)
+                            args.max_connections, args.pg_url, args.trial_s)
         many.update(machine=machine(), command=" ".join([Path(sys.executable).name, *sys.argv]), commit=commit(),
                     date=datetime.now().isoformat(timespec="seconds"))
         print_many(many)
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
     saved = json.loads(path.read_text()) if path.exists() else {}
-    fresh = {"rows": rows or None, "sqlite": [legacy, wal_optuna, wal_bonas] if legacy else None, "real": real, "many": many}
+    many_key = f"many_trial_{args.trial_s:g}s" if args.trial_s else "many"
+    fresh = {"rows": rows or None, "sqlite": [legacy, wal_optuna, wal_bonas] if legacy else None, "real": real, many_key: many}
     saved.update({k: v for k, v in fresh.items() if v})
     path.write_text(json.dumps(saved, indent=1, default=str))
     failed = [c for c in (many or {}).get("cells", []) if not c["audit"]["ok"]]
