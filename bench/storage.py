@@ -621,7 +621,7 @@ def commit() -> str:
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True).stdout.strip()
 
-    dirty = git("status", "--porcelain", "--", "bench", "bonas", "tests")
+    dirty = git("status", "--porcelain", "--", "bench", "bonas", "tests", ":!bench/results")  # code, not earlier results
     return git("rev-parse", "--short", "HEAD") + ("-dirty" if dirty else "")
 
 
