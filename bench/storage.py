@@ -691,6 +691,20 @@ def main() -> None:
         many.update(machine=machine(), command=" ".join([Path(sys.executable).name, *sys.argv]), commit=commit(),
                     date=datetime.now().isoformat(timespec="seconds"))
         print_many(many)
+    cells = (many or {}).get("cells", [])
+    failed = [c for c in cells if not c["audit"]["ok"]]
+    result = [f"{r['backend']}_{r['kind']}_{r['workers']}={r['trials_per_s']:.1f}" for r in rows
+              if r["workers"] in (1, max(counts))]
+    if legacy:
+        result += [f"sqlite_locked_legacy={legacy['locked']}", f"sqlite_locked_bonas={wal_bonas['locked']}"]
+    if real:
+        result += [f"real_speedup={real['speedup']:.2f}", f"real_scaling={real['scaling']:.2f}"]
+    result += [f"many_{c['kind']}_{c['workers']}={c['trials_per_s']:.1f}" for c in cells]
+    result += [f"conn_per_worker_peak_{c['workers']}={c['connections']['per_worker_peak']}"
+               for c in cells if c["kind"] == "bonas"]
+    result = "RESULT " + " ".join(result + ([f"many_audit={'FAILED' if failed else 'ok'}"] if many else []))
+    if many:
+        many["result"] = result
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
     saved = json.loads(path.read_text()) if path.exists() else {}
@@ -698,20 +712,11 @@ def main() -> None:
     fresh = {"rows": rows or None, "sqlite": [legacy, wal_optuna, wal_bonas] if legacy else None, "real": real, many_key: many}
     saved.update({k: v for k, v in fresh.items() if v})
     path.write_text(json.dumps(saved, indent=1, default=str))
-    failed = [c for c in (many or {}).get("cells", []) if not c["audit"]["ok"]]
     for c in failed:
         print(f"AUDIT FAILED: {c['kind']} loop, {c['workers']} workers: " + "; ".join(c["audit"]["problems"]), file=sys.stderr)
     if failed:
         raise SystemExit(f"{len(failed)} many-workers cells failed their audit (saved in {path} with audit.ok = false)")
-    best = {f"{r['backend']}_{r['kind']}_{r['workers']}": round(r["trials_per_s"], 1)
-            for r in rows if r["workers"] in (1, max(counts))}
-    print("RESULT " + " ".join(f"{k}={v}" for k, v in best.items())
-          + (f" sqlite_locked_legacy={legacy['locked']} sqlite_locked_bonas={wal_bonas['locked']}" if legacy else "")
-          + (f" real_speedup={real['speedup']:.2f} real_scaling={real['scaling']:.2f}" if real else "")
-          + "".join(f" many_{c['kind']}_{c['workers']}={c['trials_per_s']:.1f}" for c in (many or {}).get("cells", []))
-          + "".join(f" conn_per_worker_peak_{c['workers']}={c['connections']['per_worker_peak']}"
-                    for c in (many or {}).get("cells", []) if c["kind"] == "bonas")
-          + (" many_audit=ok" if many else ""))
+    print(result)
 
 
 if __name__ == "__main__":
