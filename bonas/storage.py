@@ -320,8 +320,9 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
 class StudyLock:
     """A lock all workers of one study take around creating it, claiming a trial and reaping.
 
-    SQLite: flock on a file beside the database (one machine). PostgreSQL: a session advisory lock.
-    MySQL/MariaDB: GET_LOCK. The server or kernel releases it when the holder dies, so a killed worker
+    SQLite: flock on a file beside the database (one machine). PostgreSQL: a transaction advisory lock
+    (``pg_advisory_xact_lock`` in a transaction held open until the claim ends, so it also works behind a
+    transaction-pooling PgBouncer). MySQL/MariaDB: GET_LOCK. The server or kernel releases it when the holder dies, so a killed worker
     never blocks the others. It has its own connection: it is taken before the study's storage exists.
     """
 
@@ -351,7 +352,8 @@ class StudyLock:
                 yield
             finally:
                 with contextlib.suppress(Exception):
-                    conn.execute(self._release_sql(), self._params())
+                    if self.dialect != "postgresql":  # PostgreSQL: the end of the transaction releases it
+                        conn.execute(self._release_sql(), self._params())
                     conn.commit()
                 with contextlib.suppress(Exception):
                     conn.close()
@@ -376,19 +378,19 @@ class StudyLock:
         return {"k": self.key} if self.dialect == "postgresql" else {"k": f"bonas:{self.key:x}", "t": 20}
 
     def _release_sql(self) -> Any:
-        return sqlalchemy.text("SELECT pg_advisory_unlock(:k)" if self.dialect == "postgresql" else "SELECT RELEASE_LOCK(:k)")
+        return sqlalchemy.text("SELECT RELEASE_LOCK(:k)")
 
     def _acquire(self) -> Any:
         conn = self.engine.connect()
         try:
-            if self.dialect == "postgresql":
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), self._params())
+            if self.dialect == "postgresql":  # held until this transaction ends (see __call__)
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:k)"), self._params())
             else:
                 deadline = time.monotonic() + self.wait_s
                 while conn.execute(sqlalchemy.text("SELECT GET_LOCK(:k, :t)"), self._params()).scalar() != 1:
                     if time.monotonic() > deadline:
                         raise StudyError(f"could not take the study lock within {self.wait_s:.0f}s")
-            conn.commit()
+                conn.commit()
         except BaseException:
             conn.close()
             raise
