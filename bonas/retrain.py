@@ -110,21 +110,23 @@ class HardStop(pl.Callback):
 def seconds_per_epoch(config: StudyConfig, net: torch.nn.Module, train: TrainSpec, x: torch.Tensor, y: torch.Tensor,
                       preprocess: Preprocess, recipe: Recipe, seed: int) -> float:
     """One epoch's training time on (x, y), measured as the real training runs (Lightning, the recipe's
-    callbacks, the precision): the difference between a short and a longer run of a copy of the network,
-    per step, times the steps of an epoch — the Trainer's start-up cancels out."""
+    callbacks, the precision) on a copy of the network: the difference between a short and a longer run,
+    so the Trainer's start-up cancels out — of whole epochs when an epoch is short (its per-epoch cost
+    counts then), else of PROBE_STEPS steps, scaled to an epoch's steps."""
     import copy
 
     steps = (len(y) + train.batch_size - 1) // train.batch_size
-    short, long = min(steps, PROBE_STEPS[0]), min(steps, PROBE_STEPS[1])
+    whole = steps <= PROBE_STEPS[1]
+    runs = [(1, 1.0), (2, 1.0)] if whole else [(1, PROBE_STEPS[0]), (1, PROBE_STEPS[1])]
     times = []
-    for limit in (short, long):
-        module = Classifier(copy.deepcopy(net), train, preprocess, 1, recipe)
-        trainer = make_trainer(1, [], config.training.precision, False, recipe, limit_val_batches=0, limit_train_batches=limit)
+    for epochs, limit in runs:
+        module = Classifier(copy.deepcopy(net), train, preprocess, epochs, recipe)
+        trainer = make_trainer(epochs, [], config.training.precision, False, recipe, limit_val_batches=0, limit_train_batches=limit)
         start = time.perf_counter()
         trainer.fit(module, train_dataloaders=Batches(x, y, train.batch_size, shuffle=True, seed=seed))
         times.append(time.perf_counter() - start)
-    per_step = max(times[1] - times[0], 1e-6) / (long - short) if long > short else times[1] / max(1, long)
-    return per_step * steps
+    difference = max(times[1] - times[0], 1e-6)
+    return difference if whole else difference / (PROBE_STEPS[1] - PROBE_STEPS[0]) * steps
 
 
 def train_final(config: StudyConfig, splits: Splits, arch: ArchSpec, train: TrainSpec, seed: int, *, epochs: int | None = None,
