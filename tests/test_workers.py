@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -113,6 +114,17 @@ def audit(url: str, n_trials: int, name: str = "par") -> list[optuna.trial.Froze
     return trials
 
 
+def reaped_by(worker: Proc, grace: int = 3) -> str:
+    """The end_reason a peer (worker index 1) writes on a dead worker's trial (bonas.budget), as a regex."""
+    name = f"{re.escape(os.uname().nodename)}:{worker.pid}:w1"
+    return rf"worker lost: no heartbeat (for|at all in) \d+s \(grace period {grace}s\); reaped by {name}"
+
+
+def dropped(trial: int) -> str:
+    """What a worker prints when it finds its trial failed by a peer (bonas.workers, bonas.objective.TrialGuard)."""
+    return rf"trial {trial} dropped: a peer failed (trial {trial}|this trial|it) while this worker was away"
+
+
 def sqlite_url(folder: Path) -> str:
     return f"sqlite:///{folder / 'par.db'}"
 
@@ -160,7 +172,8 @@ def test_elapsed_is_the_union_of_trial_intervals():
 def test_workers_flag_finishes_exactly_the_budget(tmp_path):
     config = write_tiny_config(tmp_path, "par", n_trials=7, epochs=1, train_subset=200, val_subset=100, extra=FAST)
     url = sqlite_url(tmp_path)
-    proc = subprocess.run([str(BIN / "bonas"), "search", str(config), "--workers", "3"], capture_output=True, text=True, timeout=600)
+    argv = [str(BIN / "bonas"), "search", str(config), "--workers", "3"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     trials = audit(url, 7)
     assert len({t.user_attrs["worker"].split(":")[1] for t in trials}) >= 2, "several processes shared the study"
@@ -215,6 +228,10 @@ def test_killed_workers_trials_are_failed_and_retried(tmp_path, any_url):
     trials = audit(any_url, 4)
     failed = sorted(t.number for t in trials if t.state == TrialState.FAIL)
     assert failed == sorted([victim.number, storage.get_trial(orphan).number])
+    for t in trials:
+        if t.state == TrialState.FAIL:  # failed by the peer, which says so: not by the dying worker
+            assert re.fullmatch(reaped_by(b), t.user_attrs["end_reason"]), t.user_attrs["end_reason"]
+    assert "no heartbeat at all" in storage.get_trial(orphan).user_attrs["end_reason"]
     retry = [t for t in trials if t.user_attrs.get("retry_of") == victim.number]
     assert len(retry) == 1 and retry[0].params == victim.params and retry[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
     recovered = (retry[0].datetime_start - study.trials[victim.number].datetime_complete).total_seconds()
@@ -223,11 +240,11 @@ def test_killed_workers_trials_are_failed_and_retried(tmp_path, any_url):
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "Ctrl-C"])
-def test_signal_inside_lightning_fit(tmp_path, sig, code):
+def test_signal_inside_lightning_fit(tmp_path, sig, code, any_url):
     """SIGTERM or SIGINT (Ctrl-C) inside fit: the trial ends FAIL with the reason, its params wait in the
     queue, the worker exits cleanly (143 / 130) without a traceback; the study then finishes exactly."""
     config = slow_config(tmp_path, n_trials=3)
-    url = sqlite_url(tmp_path)
+    url = any_url
     w = Proc(tmp_path, config, url, 0)
     victim = wait_for(running_in_fit(url, w.pid), what="a trial inside fit")
     w.kill(sig)
@@ -250,13 +267,18 @@ def test_stalled_worker_drops_its_failed_trial_and_carries_on(tmp_path, any_url)
     victim = wait_for(running_in_fit(any_url, a.pid), what="worker 0 inside fit")
     a.kill(signal.SIGSTOP)
     b = Proc(tmp_path, config, any_url, 1)
-    wait_for(lambda: load(any_url).trials[victim.number].state == TrialState.FAIL, timeout=120, what="the peer to fail the stalled trial")
+    wait_for(lambda: load(any_url).trials[victim.number].state == TrialState.FAIL, timeout=120,
+             what="the peer to fail the stalled trial")
     a.kill(signal.SIGCONT)
     assert a.wait(600) == 0, a.text()
     assert b.wait(600) == 0, b.text()
-    assert "dropped" in a.text()
+    assert re.search(dropped(victim.number), a.text()) and re.search(rf":{a.pid}:w0: done: .*, 1 dropped,", a.text()), a.text()
+    assert "Traceback" not in a.text()
     trials = audit(any_url, 3)
-    assert sum(t.state == TrialState.FAIL for t in trials) == 1
+    assert [t.number for t in trials if t.state == TrialState.FAIL] == [victim.number]
+    assert re.fullmatch(reaped_by(b), trials[victim.number].user_attrs["end_reason"])
+    retry = [t for t in trials if t.user_attrs.get("retry_of") == victim.number]
+    assert len(retry) == 1 and retry[0].params == victim.params, "the dropped trial's params were requeued and run"
 
 
 def test_database_restart_mid_trial(tmp_path):
@@ -329,7 +351,7 @@ def test_password_never_shows(tmp_path, pg_db, monkeypatch):
 
 
 def _netns_possible() -> bool:
-    if os.geteuid() != 0 or not Path("/usr/sbin/ip").exists() and not Path("/sbin/ip").exists() and not Path("/usr/bin/ip").exists():
+    if os.geteuid() != 0 or not any(Path(d, "ip").exists() for d in ("/usr/sbin", "/sbin", "/usr/bin")):
         return False
     probe = subprocess.run(["ip", "netns", "add", "bonas-probe"], capture_output=True)
     subprocess.run(["ip", "netns", "del", "bonas-probe"], capture_output=True)
@@ -366,7 +388,8 @@ def test_workers_on_separate_hosts_and_a_cut_link(tmp_path):
         h2 = Proc(tmp_path, config, server.url(hosts["h2"][0]), 1, netns="bonas-h2")
         sh("ip", "link", "set", "bn-h1", "down")  # host 1 drops off the network mid-trial
         cut = time.monotonic()
-        wait_for(lambda: load(local).trials[victim.number].state == TrialState.FAIL, timeout=120, what="host 2 to fail host 1's trial")
+        wait_for(lambda: load(local).trials[victim.number].state == TrialState.FAIL, timeout=120,
+                 what="host 2 to fail host 1's trial")
         reaped_after = time.monotonic() - cut
         assert h2.wait(600) == 0, h2.text()
         sh("ip", "link", "set", "bn-h1", "up")  # the link comes back: host 1 drops its dead trial and stops
@@ -374,7 +397,12 @@ def test_workers_on_separate_hosts_and_a_cut_link(tmp_path):
         trials = audit(local, 4)
         retry = [t for t in trials if t.user_attrs.get("retry_of") == victim.number]
         assert len(retry) == 1 and retry[0].params == victim.params
-        assert "bonas-h2" not in h1.text()
+        reason = trials[victim.number].user_attrs["end_reason"]
+        assert re.fullmatch(reaped_by(h2, grace=5), reason), reason
+        # back on the network, host 1 found its trial failed by host 2, dropped it without telling a result
+        out = h1.text()
+        assert re.search(dropped(victim.number), out) and re.search(rf":{h1.pid}:w0: done: .*, 1 dropped,", out), out
+        assert "Traceback" not in out
         print(f"host 1's trial {victim.number} was failed by host 2 {reaped_after:.1f}s after the link was cut")
     finally:
         if server is not None:
