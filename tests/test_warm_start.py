@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import optuna
 import pytest
 from optuna.trial import TrialState
 
@@ -19,6 +20,21 @@ def test_the_articles_27_as_a_warm_start_file_match_the_space():
     listed = read_trials_file(ROOT / "studies" / "warm-start" / "seed-archs.toml")
     assert listed == enumerate_params(seed.space, (1, 8, 8))
     assert len(listed) == 27
+
+
+def test_the_seed_preset_trains_as_the_article():
+    """The article's training: Adam at a constant 1e-3 (no decay, no weight decay), batch 32, 10 epochs,
+    every network to the end. Fails on the earlier preset (batch 64, 6 epochs, cosine decay)."""
+    from bonas.space import suggest_training
+
+    seed = load_config(ROOT / "studies" / "seed.toml")
+    t = seed.training
+    article = (10, [32], ["adam"], [1e-3, 1e-3], [0.0, 0.0], "constant")
+    assert (t.max_epochs, t.batch_sizes, t.optimizers, t.lr, t.weight_decay, t.schedule) == article
+    assert (t.warmup_epochs, t.label_smoothing, t.ema_decay) == (0.0, 0.0, 0.0)
+    assert (seed.pruner.name, seed.data.augment) == ("none", "none")
+    spec = suggest_training(optuna.trial.FixedTrial({}), t, seed.data)  # nothing searched: every knob is fixed
+    assert (spec.optimizer, spec.lr, spec.weight_decay, spec.batch_size) == ("adam", 1e-3, 0.0, 32)
 
 
 def test_warm_start_file_is_enqueued_first(tmp_path):
