@@ -4,6 +4,8 @@ the notes, the artifacts and what the server refuses."""
 from __future__ import annotations
 
 import base64
+import contextlib
+import http.client
 import json
 import socket
 import subprocess
@@ -18,8 +20,11 @@ import pytest
 from optuna.trial import TrialState
 
 from bonas.cli import main
+from bonas.config import load_config
 from bonas.study import open_existing
-from tests.conftest import ROOT, make_mixed_study, require
+from bonas.urls import resolve_storage
+from bonas.workers import Worker, prepare_worker
+from tests.conftest import ROOT, make_mixed_study, require, write_tiny_config
 from tests.servers import free_port
 
 CHROMIUM = "/usr/bin/chromium"
@@ -45,17 +50,46 @@ def wait_until_serving(url: str, proc: subprocess.Popen, log: Path | None = None
     raise AssertionError(f"{url} did not answer within {timeout}s")
 
 
+@contextlib.contextmanager
+def serving(config: Path):
+    """`bonas dashboard <config>` on a free port; yields (url, process, log file)."""
+    port = free_port()
+    log = config.parent / "dashboard.log"
+    proc = subprocess.Popen([str(BIN / "bonas"), "dashboard", str(config), "--port", str(port)], stdout=open(log, "w"),
+                            stderr=subprocess.STDOUT, cwd=config.parent)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_serving(url, proc, log)
+        yield url, proc, log
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 @pytest.fixture(scope="module")
 def dashboard(study_dir):
-    port = free_port()
-    log = study_dir.parent / "dashboard.log"
-    proc = subprocess.Popen([str(BIN / "bonas"), "dashboard", str(study_dir), "--port", str(port)], stdout=open(log, "w"),
-                            stderr=subprocess.STDOUT, cwd=study_dir.parent)
-    url = f"http://127.0.0.1:{port}"
-    wait_until_serving(url, proc, log)
-    yield url, proc, log
-    proc.terminate()
-    proc.wait(30)
+    with serving(study_dir) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def evicted(tmp_path_factory):
+    """A study that keeps the top 1: a hopeless trial (lr 1e-7, chance accuracy) is kept while it is the only
+    one, then a good one takes its place and its files are removed. Yields (config, study, hopeless, good)."""
+    folder = tmp_path_factory.mktemp("evict")
+    path = write_tiny_config(folder, "evict", n_trials=2, epochs=2, pruner="none", pruner_extra="", keep_top_k=1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BONAS_DATA_DIR", str(folder / "data"))
+        config = load_config(path)
+        url = resolve_storage(config)
+        worker = Worker(config, url, prepare_worker(config, url, verbose=False))
+        good = {"n_blocks": 1, "b0_width": 8, "b0_pool": "max", "b0_bn": True, "head": "flatten", "n_dense": 0, "lr": 0.02,
+                "weight_decay": 1e-5}
+        worker.study.enqueue_trial({**good, "lr": 1e-7})
+        worker.study.enqueue_trial(good)
+        worker.run(n_trials=2, timeout=0)
+    hopeless, best = worker.study.trials
+    return path, worker.study, hopeless, best
 
 
 def test_every_trial_has_an_architecture_note(study_dir):
@@ -111,20 +145,109 @@ def test_artifacts_are_served_safely(dashboard, study_dir):
     assert status == 200 and headers["Content-Type"] == "image/png" and body[:8] == b"\x89PNG\r\n\x1a\n"
     assert headers["X-Content-Type-Options"] == "nosniff" and "Access-Control-Allow-Origin" not in headers
     status, headers, _ = fetch(f"{base}/{metas['weights.pt'].artifact_id}")
-    assert status == 200 and headers["Content-Type"] == "application/octet-stream" and headers["Content-Disposition"] == "attachment"
+    assert status == 200 and headers["Content-Type"] == "application/octet-stream"
+    assert headers["Content-Disposition"] == "attachment"
     # an HTML upload through the dashboard's own API is refused
     running = study._storage.create_new_trial(study._study_id)
-    payload = json.dumps({"file": "data:text/html;base64," + base64.b64encode(b"<script>alert(1)</script>").decode(), "filename": "x.html"})
+    page = base64.b64encode(b"<script>alert(1)</script>").decode()
+    payload = json.dumps({"file": "data:text/html;base64," + page, "filename": "x.html"})
     status, _, body = fetch(f"{url}/api/artifacts/{study._study_id}/{running}", payload.encode())
     assert status == 400 and b"not text/html" in body
     study._storage.set_trial_state_values(running, TrialState.FAIL)
-    # a trial that fell out of the top k: its files are gone, the server says so
-    dropped = [t for t in study.trials if t.state == TrialState.COMPLETE and t.number != best.number]
-    for t in dropped:
-        for m in optuna.artifacts.get_all_artifact_meta(t, storage=study._storage):
-            if not (study_dir.parent / "dash.artifacts" / m.artifact_id).exists():
-                status, _, body = fetch(f"{url}/artifacts/{study._study_id}/{t._trial_id}/{m.artifact_id}")
-                assert status == 410 and b"top-k" in body
+
+
+def test_a_trial_pushed_out_of_the_top_k_answers_410(evicted):
+    """The hopeless trial was kept (top 1 while alone), then pushed out by the good one: its three artifact
+    URLs answer 410 Gone, the good trial's are served. Fails if the keeper stopped removing files (200) or
+    the server stopped saying why (optuna-dashboard alone answers 500 for a missing file)."""
+    path, study, hopeless, good = evicted
+    assert [hopeless.state, good.state] == [TrialState.COMPLETE, TrialState.COMPLETE] and good.values[0] > hopeless.values[0]
+    folder = path.parent / "evict.artifacts"
+    gone = optuna.artifacts.get_all_artifact_meta(hopeless, storage=study._storage)
+    kept = optuna.artifacts.get_all_artifact_meta(good, storage=study._storage)
+    assert len(gone) == len(kept) == 3, "both trials uploaded weights, ArchSpec and curve while in the top 1"
+    assert not any((folder / m.artifact_id).exists() for m in gone) and all((folder / m.artifact_id).exists() for m in kept)
+    with serving(path) as (url, _, _):
+        for m in gone:
+            status, headers, body = fetch(f"{url}/artifacts/{study._study_id}/{hopeless._trial_id}/{m.artifact_id}")
+            assert status == 410 and b"top-k" in body, (m.filename, status, body)
+            assert headers["X-Content-Type-Options"] == "nosniff"
+        for m in kept:
+            status, _, body = fetch(f"{url}/artifacts/{study._study_id}/{good._trial_id}/{m.artifact_id}")
+            assert status == 200 and body == (folder / m.artifact_id).read_bytes()
+
+
+def test_html_and_svg_artifacts_are_served_as_downloads(evicted, tmp_path):
+    """HTML and SVG written straight through Optuna's artifact API (no bonas upload filter in the way), on a
+    trial and on the study, declared text/html and image/svg+xml: the server hands them out as opaque
+    downloads, never as a page or an image the browser would render (and run the script of)."""
+    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+    path, study, _, _ = evicted
+    store = FileSystemArtifactStore(str(path.parent / "evict.artifacts"))
+    files = {"page.html": (b"<html><script>alert(1)</script></html>", "text/html"),
+             "pic.svg": (b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(2)"/>', "image/svg+xml")}
+    tid = study._storage.create_new_trial(study._study_id)
+    trial = study._storage.get_trial(tid)
+    urls = {}
+    for name, (content, mimetype) in files.items():
+        (tmp_path / name).write_bytes(content)
+        on_trial = upload_artifact(artifact_store=store, file_path=str(tmp_path / name), study_or_trial=trial,
+                                   storage=study._storage, mimetype=mimetype)
+        on_study = upload_artifact(artifact_store=store, file_path=str(tmp_path / name), study_or_trial=study, mimetype=mimetype)
+        urls[f"{name} on the trial"] = (f"/artifacts/{study._study_id}/{tid}/{on_trial}", content)
+        urls[f"{name} on the study"] = (f"/artifacts/{study._study_id}/{on_study}", content)
+    study._storage.set_trial_state_values(tid, TrialState.FAIL)
+    with serving(path) as (url, _, _):
+        for what, (route, content) in urls.items():
+            status, headers, body = fetch(url + route)
+            assert status == 200 and body == content, what
+            assert (headers["Content-Type"], headers["Content-Disposition"]) == ("application/octet-stream", "attachment"), what
+            assert headers["X-Content-Type-Options"] == "nosniff", what
+            assert "html" not in headers["Content-Type"] and "svg" not in headers["Content-Type"], what
+
+
+def raw_get(url: str, path: str) -> tuple[int, bytes]:
+    """GET ``path`` exactly as written: no client-side normalisation or quoting of dots and slashes."""
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def test_artifact_route_refuses_path_traversal(dashboard, study_dir):
+    """Paths that climb out of the artifact store (plain, %-encoded, double-encoded, absolute, backslashes)
+    answer 404 and never a file's contents, whether the file exists or not."""
+    url, _, _ = dashboard
+    study = open_existing(str(study_dir)).study
+    best = max((t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: t.values[0])
+    real = optuna.artifacts.get_all_artifact_meta(best, storage=study._storage)[0].artifact_id
+    config_text = study_dir.read_bytes()  # a file one level above the store: dash.toml beside dash.artifacts
+    sid, tid = study._study_id, best._trial_id
+    attempts = [
+        f"/artifacts/{sid}/{tid}/..%2F..%2Fetc%2Fpasswd",
+        f"/artifacts/{sid}/{tid}/../../etc/passwd",
+        f"/artifacts/{sid}/{tid}/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+        f"/artifacts/{sid}/{tid}/%252e%252e%252fetc%252fpasswd",
+        f"/artifacts/{sid}/{tid}/%2Fetc%2Fpasswd",
+        f"/artifacts/{sid}/{tid}/..%5C..%5Cetc%5Cpasswd",
+        f"/artifacts/{sid}/{tid}/..%2F{study_dir.name}",
+        f"/artifacts/{sid}/{tid}/{real}/..%2F..%2F{study_dir.name}",
+        f"/artifacts/{sid}/..%2F{study_dir.name}",
+        f"/artifacts/{sid}/{tid}/..",
+        "/artifacts/1/1/../../x",
+        "/artifacts/1/1/..%2F..%2Fx",
+    ]
+    for path in attempts:
+        status, body = raw_get(url, path)
+        assert (status, body) == (404, b"No such artifact."), (path, status, body[:200])
+        assert b"root:" not in body and config_text not in body and b"[budget]" not in body, path
+    status, body = raw_get(url, f"/artifacts/{sid}/{tid}/{real}")  # the same route with a real id still works
+    assert status == 200 and body
 
 
 def test_dashboard_binds_loopback_only(dashboard):
@@ -144,8 +267,8 @@ def test_non_loopback_host_needs_a_flag(study_dir, capsys):
 
 def test_allow_remote_warns(study_dir):
     port = free_port()
-    proc = subprocess.Popen([str(BIN / "bonas"), "dashboard", str(study_dir), "--host", "0.0.0.0", "--allow-remote", "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    argv = [str(BIN / "bonas"), "dashboard", str(study_dir), "--host", "0.0.0.0", "--allow-remote", "--port", str(port)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_until_serving(f"http://127.0.0.1:{port}", proc)
     finally:

@@ -53,8 +53,8 @@ def make_cifar_dir(folder: Path, hundred: bool = False, per_batch: int = 20) -> 
     train_files = ["train"] if hundred else [f"data_batch_{i}" for i in range(1, 6)]
     for f in train_files:
         (folder / f).write_bytes(pickle.dumps(batch(per_batch * (5 if hundred else 1))))
-    (folder / "test").write_bytes(pickle.dumps(batch(per_batch))) if hundred else (folder / "test_batch").write_bytes(pickle.dumps(batch(per_batch)))
-    meta = {b"fine_label_names": [f"c{i}".encode() for i in range(100)]} if hundred else {b"label_names": [f"c{i}".encode() for i in range(10)]}
+    (folder / ("test" if hundred else "test_batch")).write_bytes(pickle.dumps(batch(per_batch)))
+    meta = {(b"fine_label_names" if hundred else b"label_names"): [f"c{i}".encode() for i in range(n_classes)]}
     (folder / ("meta" if hundred else "batches.meta")).write_bytes(pickle.dumps(meta))
 
 
@@ -84,7 +84,8 @@ def test_idx_in_torchvision_layout_is_found(tmp_path):
 def test_corrupt_idx_is_a_clear_error(tmp_path):
     folder = tmp_path / "data" / "mnist"
     make_idx_dir(folder)
-    (folder / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x03" + struct.pack(">III", 60, 28, 28) + b"short"))
+    short = b"\x00\x00\x08\x03" + struct.pack(">III", 60, 28, 28) + b"short"
+    (folder / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(short))
     with pytest.raises(DataError, match="IDX header says"):
         load_raw("mnist", cfg(tmp_path))
     with pytest.raises(DataError, match="bad magic"):
@@ -110,6 +111,49 @@ def test_cifar_pixel_layout_is_channel_planes(tmp_path):
     # 1024 red values, then green, then blue, each row-major 32x32
     assert raw.train_x[0, 1, 0, 5].item() == first[1024 + 5]
     assert raw.train_x[0, 2, 3, 0].item() == first[2048 + 3 * 32]
+
+
+class RunsACommand:
+    """What a hostile 'CIFAR batch' holds: unpickling it calls os.system (pickle stores posix.system)."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (self.command,))
+
+
+@pytest.mark.parametrize("where", ["data_batch_1", "batches.meta"])
+def test_a_cifar_batch_that_would_run_code_is_refused(tmp_path, where):
+    """A pickle naming os.system in place of a batch (or of the meta file): DataError naming the file and
+    the global, and the command never runs. With plain pickle.load the command runs and no DataError comes."""
+    folder = tmp_path / "data" / "cifar-10-batches-py"
+    make_cifar_dir(folder)
+    marker = tmp_path / "MARKER"
+    (folder / where).write_bytes(pickle.dumps({b"data": RunsACommand(f"touch {marker}"), b"labels": [0]}))
+    with pytest.raises(DataError) as caught:
+        load_raw("cifar10", cfg(tmp_path))
+    message = str(caught.value)
+    assert message.startswith(f"{folder / where}: refused to unpickle global posix.system") and "\n" not in message, message
+    assert not marker.exists(), "the pickle's command ran"
+
+
+def test_cifar_batches_in_numpy_and_python_pickle_protocols_load(tmp_path):
+    """The unpickler accepts what real batches name: numpy's _reconstruct/ndarray/dtype (protocols 0-4, also
+    as numpy 1 spells them, numpy.core), _frombuffer (protocol 5), _codecs.encode for bytes (protocol 2)."""
+    folder = tmp_path / "data" / "cifar-10-batches-py"
+    make_cifar_dir(folder)
+    for i, protocol in enumerate((0, 2, 4, 5), start=1):
+        batch = pickle.loads((folder / f"data_batch_{i}").read_bytes())
+        data = pickle.dumps(batch, protocol=protocol)
+        if protocol == 0:  # the original batches were pickled by numpy 1 under Python 2
+            assert b"numpy._core.multiarray" in data
+            data = data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+        (folder / f"data_batch_{i}").write_bytes(data)
+    raw = load_raw("cifar10", cfg(tmp_path))
+    assert raw.train_x.shape == (100, 3, 32, 32) and raw.train_y.tolist()[:3] == [0, 1, 2]
 
 
 def make_image_tree(root: Path, classes=("cat", "dog", "owl"), per_class: int = 6, size: int = 12) -> None:
@@ -175,7 +219,7 @@ def test_changed_source_files_invalidate_the_cache(tmp_path):
 
 
 def test_debian_fashion_mnist_is_found():
-    require(DEBIAN_FASHION_MNIST.is_dir(), "Debian's dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)")
+    require(DEBIAN_FASHION_MNIST.is_dir(), "Debian's dataset-fashion-mnist is missing (apt-get install dataset-fashion-mnist)")
     raw = load_raw("fashion-mnist", DataConfig(dir="/nonexistent-bonas-dir"))
     assert raw.train_x.shape == (60000, 1, 28, 28) and raw.test_x.shape == (10000, 1, 28, 28)
     assert str(DEBIAN_FASHION_MNIST) in raw.source

@@ -53,21 +53,69 @@ def test_make_search_runs_the_default_study(tmp_path):
 
 @pytest.fixture(scope="module")
 def made_study(tmp_path_factory):
+    """A real 3-trial study (so `--top 2` leaves one out)."""
     from bonas.cli import main
     from tests.conftest import tiny_config_text
 
     folder = tmp_path_factory.mktemp("readme")
     path = folder / "tiny.toml"
-    path.write_text(tiny_config_text(n_trials=2))
+    path.write_text(tiny_config_text(n_trials=3))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("BONAS_DATA_DIR", str(folder / "data"))
         assert main(["search", str(path)]) == 0
     return path
 
 
+def rows(out: str) -> list[tuple[str, int, str, str]]:
+    """The leaderboard's rows: (rank, trial, state, val_acc)."""
+    pattern = r"^ *(\d+|-) +(\d+) (COMPLETE|PRUNED|FAIL|RUNNING|WAITING) +(\S+) "
+    return [(m[1], int(m[2]), m[3], m[4]) for m in re.finditer(pattern, out, re.M)]
+
+
+def expected_order(trials) -> list:
+    """Leaderboard order, worked out here from the database: COMPLETE by value, then PRUNED by last value."""
+    from optuna.trial import TrialState
+
+    def last(t):
+        return t.values[0] if t.values else t.intermediate_values[max(t.intermediate_values)]
+
+    assert {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
+    return sorted(trials, key=lambda t: (t.state != TrialState.COMPLETE, -last(t), t.number))
+
+
+def check_show(out: str, t) -> None:
+    acc = t.values[0] if t.values else t.intermediate_values[max(t.intermediate_values)]
+    assert out.startswith(f"trial {t.number} of 'tiny': {t.state.name}, val_acc {acc:.4f}\n"), out
+    assert f"  architecture  {t.user_attrs['arch_line']}\n" in out
+    total = re.search(r"^total +([\d,]+) +([\d,]+)$", out, re.M)
+    assert total, out
+    assert tuple(int(x.replace(",", "")) for x in total.groups()) == (t.user_attrs["params"], t.user_attrs["flops"]), out
+
+
 @pytest.mark.parametrize("command", ["trials {cfg}", "trials {cfg} --top 2", "best {cfg}", "show {cfg} 0", "show {cfg} 1"])
 def test_readme_read_commands_on_a_real_study(made_study, command, capsys):
+    """Each read command prints what the database holds: the leaderboard's rows in the order the trials'
+    values give, the best trial's number and accuracy, a trial's architecture and parameter total."""
     from bonas.cli import main
+    from bonas.notes import si
+    from bonas.study import open_existing
 
     assert main(shlex.split(command.format(cfg=made_study))) == 0
-    assert capsys.readouterr().out.strip()
+    out = capsys.readouterr().out
+    trials = open_existing(str(made_study)).study.trials
+    order = expected_order(trials)
+    verb = command.split()[0]
+    if verb == "trials":
+        top = 2 if "--top" in command else len(trials)
+        printed = rows(out)
+        assert [n for _, n, _, _ in printed] == [t.number for t in order[:top]], out
+        for (_, _, state, acc), t in zip(printed, order, strict=False):
+            value = t.values[0] if t.values else t.intermediate_values[max(t.intermediate_values)]
+            assert state == t.state.name and acc == f"{value:.4f}", out
+        assert ("1 more" in out) == (top < len(trials)), out
+    elif verb == "best":
+        best = order[0]
+        assert out.startswith(f"best trial {best.number} of study 'tiny': val_acc {best.values[0]:.4f}\n"), out
+        assert f"  architecture  {best.user_attrs['arch_line']}\n" in out and f"params {si(best.user_attrs['params'])}," in out
+    else:
+        check_show(out, trials[int(command.split()[-1])])

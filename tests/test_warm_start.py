@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import optuna
 import pytest
 from optuna.trial import TrialState
 
@@ -12,6 +13,8 @@ from bonas.space import enumerate_params
 from bonas.study import open_existing, read_trials_file
 from tests.conftest import ROOT, tiny_config_text
 
+PLAIN = dict(sampler="random", sampler_extra="", pruner="none", pruner_extra="")  # every trial runs as enqueued, to the end
+
 
 def test_the_articles_27_as_a_warm_start_file_match_the_space():
     seed = load_config(ROOT / "studies" / "seed.toml")
@@ -20,9 +23,25 @@ def test_the_articles_27_as_a_warm_start_file_match_the_space():
     assert len(listed) == 27
 
 
+def test_the_seed_preset_trains_as_the_article():
+    """The article's training: Adam at a constant 1e-3 (no decay, no weight decay), batch 32, 10 epochs,
+    every network to the end. Fails on the earlier preset (batch 64, 6 epochs, cosine decay)."""
+    from bonas.space import suggest_training
+
+    seed = load_config(ROOT / "studies" / "seed.toml")
+    t = seed.training
+    article = (10, [32], ["adam"], [1e-3, 1e-3], [0.0, 0.0], "constant")
+    assert (t.max_epochs, t.batch_sizes, t.optimizers, t.lr, t.weight_decay, t.schedule) == article
+    assert (t.warmup_epochs, t.label_smoothing, t.ema_decay) == (0.0, 0.0, 0.0)
+    assert (seed.pruner.name, seed.data.augment) == ("none", "none")
+    spec = suggest_training(optuna.trial.FixedTrial({}), t, seed.data)  # nothing searched: every knob is fixed
+    assert (spec.optimizer, spec.lr, spec.weight_decay, spec.batch_size) == ("adam", 1e-3, 0.0, 32)
+
+
 def test_warm_start_file_is_enqueued_first(tmp_path):
     (tmp_path / "warm").mkdir()
-    (tmp_path / "warm" / "list.toml").write_text('[[trial]]\nn_blocks = 1\nb0_width = 8\nlr = 0.02\n\n[[trial]]\nn_blocks = 2\nb0_width = 4\nb1_width = 8\n')
+    listed = '[[trial]]\nn_blocks = 1\nb0_width = 8\nlr = 0.02\n\n[[trial]]\nn_blocks = 2\nb0_width = 4\nb1_width = 8\n'
+    (tmp_path / "warm" / "list.toml").write_text(listed)
     path = tmp_path / "w.toml"
     path.write_text(tiny_config_text(name="w", n_trials=3, epochs=1) + '\n[warm_start]\nfile = "warm/list.toml"\n')
     assert main(["search", str(path)]) == 0
@@ -45,7 +64,8 @@ def test_top_k_of_another_study(tmp_path):
     assert [t.params for t in dst] == [t.params for t in top]
 
 
-@pytest.mark.parametrize("body, fragment", [("[[trial]]\nn_blocks = [1]\n", "must be a number"), ("oops = 1\n", "only [[trial]]"), ("[[trial\n", "TOML syntax")])
+@pytest.mark.parametrize("body, fragment", [("[[trial]]\nn_blocks = [1]\n", "must be a number"), ("oops = 1\n", "only [[trial]]"),
+                                            ("[[trial\n", "TOML syntax")])
 def test_bad_warm_start_file_is_one_line_and_writes_nothing(tmp_path, capsys, body, fragment):
     (tmp_path / "bad.toml").write_text(body)
     path = tmp_path / "w.toml"
@@ -62,9 +82,11 @@ def test_identical_proposals_reuse_the_result_and_an_exhausted_space_ends_the_se
     itself (EXHAUSTED_AFTER proposals in a row) the search ends."""
     path = tmp_path / "dup.toml"
     text = tiny_config_text(name="dup", n_trials=10, sampler="random", sampler_extra="", pruner="none", pruner_extra="", epochs=1)
-    text = text.replace("lr = [3e-3, 3e-2]", "lr = [0.01, 0.01]").replace("weight_decay = [1e-5, 1e-3]", "weight_decay = [1e-4, 1e-4]")
+    text = text.replace("lr = [3e-3, 3e-2]", "lr = [0.01, 0.01]")
+    text = text.replace("weight_decay = [1e-5, 1e-3]", "weight_decay = [1e-4, 1e-4]")
     text = text.replace("n_blocks = [1, 2]", "n_blocks = [1, 1]").replace('heads = ["gap", "flatten"]', 'heads = ["flatten"]')
-    text = text.replace("batch_norm = [true, false]", "batch_norm = [true]").replace("dense_layers = [0, 1]", "dense_layers = [0, 0]")
+    text = text.replace("batch_norm = [true, false]", "batch_norm = [true]")
+    text = text.replace("dense_layers = [0, 1]", "dense_layers = [0, 0]")
     path.write_text(text)  # widths {4, 8} x pooling {max, none}: 4 architectures
     assert main(["search", str(path)]) == 0
     out = capsys.readouterr().out
@@ -85,9 +107,38 @@ def test_identical_proposals_reuse_the_result_and_an_exhausted_space_ends_the_se
     assert len({t.user_attrs["spec_key"] for t in trained}) == len(trained)
 
 
+def test_same_architecture_with_other_training_knobs_is_trained_not_reused(tmp_path):
+    """One architecture five times: with another lr, another batch size (searched: batch_sizes = [32, 64]) or
+    another weight decay it trains; only the exact repeat of trial 0 reuses its result. Fails if the reuse
+    key forgot the training knobs (a reused result would then stand for a network trained differently)."""
+    path = tmp_path / "knobs.toml"
+    text = tiny_config_text(name="knobs", n_trials=5, epochs=1, **PLAIN)
+    path.write_text(text.replace("batch_sizes = [64]", "batch_sizes = [32, 64]"))
+    config = load_config(path)
+    from bonas.urls import resolve_storage
+    from bonas.workers import Worker, prepare_worker
+
+    url = resolve_storage(config)
+    worker = Worker(config, url, prepare_worker(config, url, verbose=False))
+    base = {"n_blocks": 1, "b0_width": 8, "b0_pool": "max", "b0_bn": True, "head": "flatten", "n_dense": 0, "lr": 0.01,
+            "weight_decay": 1e-4, "batch_size": 32}
+    variants = [base, {**base, "lr": 0.02}, {**base, "batch_size": 64}, {**base, "weight_decay": 1e-5}, base]
+    for params in variants:
+        worker.study.enqueue_trial(params)
+    worker.run(n_trials=5, timeout=0)
+    trials = worker.study.trials
+    assert [t.params for t in trials] == variants and all(t.state == TrialState.COMPLETE for t in trials)
+    assert len({t.user_attrs["arch_line"] for t in trials}) == 1, "one architecture throughout"
+    for t in trials[:4]:
+        assert "reused_from" not in t.user_attrs and t.user_attrs["epochs"] == 1 and t.user_attrs["train_seconds"] > 0, t.number
+    assert [t.user_attrs["train"]["batch_size"] for t in trials[:3]] == [32, 32, 64]
+    repeat = trials[4]
+    assert repeat.user_attrs["reused_from"] == 0 and repeat.user_attrs["epochs"] == 0 and repeat.values == trials[0].values
+
+
 def test_reuse_can_be_switched_off(tmp_path):
     path = tmp_path / "nodup.toml"
-    text = tiny_config_text(name="nodup", n_trials=3, sampler="random", sampler_extra="", pruner="none", pruner_extra="", epochs=1)
+    text = tiny_config_text(name="nodup", n_trials=3, epochs=1, **PLAIN)
     path.write_text(text + "\n[workers]\nreuse_duplicates = false\n")
     config = load_config(path)
     from bonas.urls import resolve_storage
@@ -95,7 +146,8 @@ def test_reuse_can_be_switched_off(tmp_path):
 
     url = resolve_storage(config)
     worker = Worker(config, url, prepare_worker(config, url, verbose=False))
-    same = {"n_blocks": 1, "b0_width": 8, "b0_pool": "max", "b0_bn": True, "head": "flatten", "n_dense": 0, "lr": 0.02, "weight_decay": 1e-5}
+    same = {"n_blocks": 1, "b0_width": 8, "b0_pool": "max", "b0_bn": True, "head": "flatten", "n_dense": 0, "lr": 0.02,
+            "weight_decay": 1e-5}
     for _ in range(3):
         worker.study.enqueue_trial(same)
     worker.run(n_trials=3, timeout=0)

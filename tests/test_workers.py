@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +17,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-import torch
 from optuna.trial import TrialState
 
 from bonas.budget import study_elapsed
@@ -113,6 +113,17 @@ def audit(url: str, n_trials: int, name: str = "par") -> list[optuna.trial.Froze
     return trials
 
 
+def reaped_by(worker: Proc, grace: int = 3) -> str:
+    """The end_reason a peer (worker index 1) writes on a dead worker's trial (bonas.budget), as a regex."""
+    name = f"{re.escape(os.uname().nodename)}:{worker.pid}:w1"
+    return rf"worker lost: no heartbeat (for|at all in) \d+s \(grace period {grace}s\); reaped by {name}"
+
+
+def dropped(trial: int) -> str:
+    """What a worker prints when it finds its trial failed by a peer (bonas.workers, bonas.objective.TrialGuard)."""
+    return rf"trial {trial} dropped: a peer failed (trial {trial}|this trial|it) while this worker was away"
+
+
 def sqlite_url(folder: Path) -> str:
     return f"sqlite:///{folder / 'par.db'}"
 
@@ -160,7 +171,8 @@ def test_elapsed_is_the_union_of_trial_intervals():
 def test_workers_flag_finishes_exactly_the_budget(tmp_path):
     config = write_tiny_config(tmp_path, "par", n_trials=7, epochs=1, train_subset=200, val_subset=100, extra=FAST)
     url = sqlite_url(tmp_path)
-    proc = subprocess.run([str(BIN / "bonas"), "search", str(config), "--workers", "3"], capture_output=True, text=True, timeout=600)
+    argv = [str(BIN / "bonas"), "search", str(config), "--workers", "3"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     trials = audit(url, 7)
     assert len({t.user_attrs["worker"].split(":")[1] for t in trials}) >= 2, "several processes shared the study"
@@ -215,6 +227,10 @@ def test_killed_workers_trials_are_failed_and_retried(tmp_path, any_url):
     trials = audit(any_url, 4)
     failed = sorted(t.number for t in trials if t.state == TrialState.FAIL)
     assert failed == sorted([victim.number, storage.get_trial(orphan).number])
+    for t in trials:
+        if t.state == TrialState.FAIL:  # failed by the peer, which says so: not by the dying worker
+            assert re.fullmatch(reaped_by(b), t.user_attrs["end_reason"]), t.user_attrs["end_reason"]
+    assert "no heartbeat at all" in storage.get_trial(orphan).user_attrs["end_reason"]
     retry = [t for t in trials if t.user_attrs.get("retry_of") == victim.number]
     assert len(retry) == 1 and retry[0].params == victim.params and retry[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
     recovered = (retry[0].datetime_start - study.trials[victim.number].datetime_complete).total_seconds()
@@ -223,11 +239,11 @@ def test_killed_workers_trials_are_failed_and_retried(tmp_path, any_url):
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "Ctrl-C"])
-def test_signal_inside_lightning_fit(tmp_path, sig, code):
+def test_signal_inside_lightning_fit(tmp_path, sig, code, any_url):
     """SIGTERM or SIGINT (Ctrl-C) inside fit: the trial ends FAIL with the reason, its params wait in the
     queue, the worker exits cleanly (143 / 130) without a traceback; the study then finishes exactly."""
     config = slow_config(tmp_path, n_trials=3)
-    url = sqlite_url(tmp_path)
+    url = any_url
     w = Proc(tmp_path, config, url, 0)
     victim = wait_for(running_in_fit(url, w.pid), what="a trial inside fit")
     w.kill(sig)
@@ -250,13 +266,18 @@ def test_stalled_worker_drops_its_failed_trial_and_carries_on(tmp_path, any_url)
     victim = wait_for(running_in_fit(any_url, a.pid), what="worker 0 inside fit")
     a.kill(signal.SIGSTOP)
     b = Proc(tmp_path, config, any_url, 1)
-    wait_for(lambda: load(any_url).trials[victim.number].state == TrialState.FAIL, timeout=120, what="the peer to fail the stalled trial")
+    wait_for(lambda: load(any_url).trials[victim.number].state == TrialState.FAIL, timeout=120,
+             what="the peer to fail the stalled trial")
     a.kill(signal.SIGCONT)
     assert a.wait(600) == 0, a.text()
     assert b.wait(600) == 0, b.text()
-    assert "dropped" in a.text()
+    assert re.search(dropped(victim.number), a.text()) and re.search(rf":{a.pid}:w0: done: .*, 1 dropped,", a.text()), a.text()
+    assert "Traceback" not in a.text()
     trials = audit(any_url, 3)
-    assert sum(t.state == TrialState.FAIL for t in trials) == 1
+    assert [t.number for t in trials if t.state == TrialState.FAIL] == [victim.number]
+    assert re.fullmatch(reaped_by(b), trials[victim.number].user_attrs["end_reason"])
+    retry = [t for t in trials if t.user_attrs.get("retry_of") == victim.number]
+    assert len(retry) == 1 and retry[0].params == victim.params, "the dropped trial's params were requeued and run"
 
 
 def test_database_restart_mid_trial(tmp_path):
@@ -278,32 +299,79 @@ def test_database_restart_mid_trial(tmp_path):
         server.close()
 
 
-def test_out_of_memory_and_nan_loss_are_recorded_and_survived(tiny_config):
-    path = tiny_config(n_trials=4, pruner="none", pruner_extra="", sampler="random", sampler_extra="")
+def test_nan_loss_is_pruned_as_diverged_and_survived(tiny_config):
+    """A real divergence (AdamW at lr 1e12: the loss is NaN by the third step) ends the trial PRUNED,
+    "diverged", and the worker carries on with the next trial."""
+    path = tiny_config(n_trials=2, pruner="none", pruner_extra="", sampler="random", sampler_extra="")
     config = load_config(path)
     url = f"sqlite:///{path.with_suffix('.db')}"
-    splits = prepare_worker(config, url, verbose=False)
-    worker = Worker(config, url, splits)
+    worker = Worker(config, url, prepare_worker(config, url, verbose=False))
     net = {"n_blocks": 1, "b0_width": 8, "b0_pool": "max", "b0_bn": True, "head": "flatten", "n_dense": 0, "weight_decay": 1e-5}
-    worker.study.enqueue_trial({**net, "lr": 1e12})  # a real divergence: AdamW's loss is NaN by the third step
-    original = worker.objective.fit
-    calls = {"n": 0}
-
-    def fit_with_injected_oom(trial, p, callbacks=None):
-        calls["n"] += 1
-        if calls["n"] == 2:  # the second trial: what a too-large batch does on a GPU
-            big = torch.empty(50_000_000)  # memory the failed trial holds when it dies
-            del big
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (injected on CPU)")
-        return original(trial, p, callbacks)
-
-    worker.objective.fit = fit_with_injected_oom
-    summary = worker.run(n_trials=4, timeout=0)
+    worker.study.enqueue_trial({**net, "lr": 1e12})
+    summary = worker.run(n_trials=2, timeout=0)
     trials = worker.study.trials
-    assert trials[0].state == TrialState.PRUNED and trials[0].user_attrs["end_reason"].startswith("diverged")
-    assert trials[1].state == TrialState.FAIL and trials[1].user_attrs["end_reason"].startswith("out of memory")
-    assert summary.finished == 4 and summary.failed == 1
-    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 4
+    reasons = [t.user_attrs["end_reason"] for t in trials]
+    assert trials[0].state == TrialState.PRUNED and reasons[0].startswith("diverged"), reasons
+    assert trials[1].state in (TrialState.COMPLETE, TrialState.PRUNED) and not reasons[1].startswith("diverged"), reasons
+    assert summary.finished == 2 and summary.failed == 0 and len(trials) == 2
+
+
+# Reports the VmPeak (peak virtual size: what RLIMIT_AS limits) of a `bonas worker` run as it exits.
+VMPEAK_PROBE = """import atexit, sys
+atexit.register(lambda: print("VmPeak", open("/proc/self/status").read().split("VmPeak:")[1].split()[0], file=sys.stderr))
+from bonas.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+HEADROOM = 1536 * 2**20  # address space the limited worker gets beyond its measured baseline
+DENSE_BYTES_PER_UNIT = 4 * (8 * 4 * 4 + 1 + 10)  # float32 weights per hidden unit: 8x4x4 inputs, bias, 10 outputs
+
+
+def test_real_out_of_memory_fails_the_trial_frees_its_memory_and_the_worker_goes_on(tmp_path):
+    """A `bonas worker` under an address-space limit (RLIMIT_AS: its measured baseline + HEADROOM) meets a
+    trial too big for it: its weights take 35% of the headroom, its gradients as much again, and Adam's
+    first state tensor no longer fits. The trial ends FAIL "out of memory" (the CPU allocator's own
+    failure, nothing injected). The next trial needs ~76% of the headroom (measured: ~6x its weights), so
+    it completes only if the failed trial's weights (35%) were released; then a small one. The worker
+    exits 0, without a traceback. Fails if a failed trial's memory is kept (measured: keeping the failed
+    Outcome, or only its weights, alive in Worker.run_trial makes the second trial FAIL out of memory too)
+    or if allocation failures stop being recorded as "out of memory"."""
+    import resource
+
+    path = write_tiny_config(tmp_path, "oom", n_trials=1, epochs=1, train_subset=128, val_subset=64, sampler="random",
+                             sampler_extra="", pruner="none", pruner_extra="")
+    url = sqlite_url(tmp_path)
+    # The same threads and malloc arenas on any machine, and never a GPU: the baseline must be reproducible.
+    env = {**os.environ, "BONAS_THREADS": "2", "MALLOC_ARENA_MAX": "2", "CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1"}
+    argv = ["worker", str(path), "--storage", url]
+    calibration = subprocess.run([sys.executable, "-c", VMPEAK_PROBE, *argv], capture_output=True, text=True, env=env,
+                                 timeout=120)
+    assert calibration.returncode == 0, calibration.stderr[-2000:]
+    baseline = int(re.search(r"^VmPeak (\d+)$", calibration.stderr, re.M)[1]) * 1024  # one small trial run: the worker's baseline
+    limit = baseline + HEADROOM
+
+    study = load(url, "oom")
+    small = {"n_blocks": 1, "b0_width": 8, "b0_pool": "max", "b0_bn": False, "head": "flatten", "n_dense": 1, "d0_units": 16,
+             "lr": 0.0123, "weight_decay": 1e-5}
+    big, medium = (round(f * HEADROOM / DENSE_BYTES_PER_UNIT) for f in (0.35, 0.13))  # d0_units beyond its range: Optuna warns
+    for units in (big, medium, 16):
+        study.enqueue_trial({**small, "d0_units": units})
+    path.write_text(path.read_text().replace("n_trials = 1", "n_trials = 3"))
+
+    def limit_address_space():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    run = subprocess.run([str(BIN / "bonas"), *argv], capture_output=True, text=True, env=env, timeout=300,
+                         preexec_fn=limit_address_space)
+    out = run.stdout + run.stderr
+    assert run.returncode == 0 and "Traceback" not in out, out[-3000:]
+    trials = load(url, "oom").trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"], out[-3000:]
+    reason = trials[1].user_attrs["end_reason"]
+    assert reason.startswith("out of memory") and "can't allocate memory" in reason, reason
+    assert trials[1].user_attrs["params"] * 4 > 0.3 * HEADROOM, "the failed trial held a large part of the headroom"
+    assert [t.params["d0_units"] for t in trials[1:]] == [big, medium, 16] and "reused_from" not in trials[3].user_attrs
+    print(f"baseline {baseline / 2**30:.2f} GiB, limit {limit / 2**30:.2f} GiB; "
+          f"trial 1 ({trials[1].user_attrs['params']:,} params): {reason}")
 
 
 def test_password_never_shows(tmp_path, pg_db, monkeypatch):
@@ -329,7 +397,7 @@ def test_password_never_shows(tmp_path, pg_db, monkeypatch):
 
 
 def _netns_possible() -> bool:
-    if os.geteuid() != 0 or not Path("/usr/sbin/ip").exists() and not Path("/sbin/ip").exists() and not Path("/usr/bin/ip").exists():
+    if os.geteuid() != 0 or not any(Path(d, "ip").exists() for d in ("/usr/sbin", "/sbin", "/usr/bin")):
         return False
     probe = subprocess.run(["ip", "netns", "add", "bonas-probe"], capture_output=True)
     subprocess.run(["ip", "netns", "del", "bonas-probe"], capture_output=True)
@@ -366,7 +434,8 @@ def test_workers_on_separate_hosts_and_a_cut_link(tmp_path):
         h2 = Proc(tmp_path, config, server.url(hosts["h2"][0]), 1, netns="bonas-h2")
         sh("ip", "link", "set", "bn-h1", "down")  # host 1 drops off the network mid-trial
         cut = time.monotonic()
-        wait_for(lambda: load(local).trials[victim.number].state == TrialState.FAIL, timeout=120, what="host 2 to fail host 1's trial")
+        wait_for(lambda: load(local).trials[victim.number].state == TrialState.FAIL, timeout=120,
+                 what="host 2 to fail host 1's trial")
         reaped_after = time.monotonic() - cut
         assert h2.wait(600) == 0, h2.text()
         sh("ip", "link", "set", "bn-h1", "up")  # the link comes back: host 1 drops its dead trial and stops
@@ -374,7 +443,12 @@ def test_workers_on_separate_hosts_and_a_cut_link(tmp_path):
         trials = audit(local, 4)
         retry = [t for t in trials if t.user_attrs.get("retry_of") == victim.number]
         assert len(retry) == 1 and retry[0].params == victim.params
-        assert "bonas-h2" not in h1.text()
+        reason = trials[victim.number].user_attrs["end_reason"]
+        assert re.fullmatch(reaped_by(h2, grace=5), reason), reason
+        # back on the network, host 1 found its trial failed by host 2, dropped it without telling a result
+        out = h1.text()
+        assert re.search(dropped(victim.number), out) and re.search(rf":{h1.pid}:w0: done: .*, 1 dropped,", out), out
+        assert "Traceback" not in out
         print(f"host 1's trial {victim.number} was failed by host 2 {reaped_after:.1f}s after the link was cut")
     finally:
         if server is not None:
