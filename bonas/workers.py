@@ -254,7 +254,8 @@ class Worker:
             log.warning("trial %d dropped: %s", trial.number, outcome.reason)
             summary.dropped += 1
             return None
-        if outcome.state == TrialState.FAIL:
+        if outcome.state == TrialState.FAIL:  # drop the failed network before collecting, or its memory stays held
+            outcome.prepared = outcome.module = None
             release_memory()
         if outcome.requeue:  # interrupted, or out of time: fail and requeue in one step; the retry goes on from its state
             fail_and_requeue(self.study, self.lock, trial, outcome.reason, self.config.workers.max_retry)
@@ -265,8 +266,8 @@ class Worker:
             trial.set_user_attr(R.REASON, outcome.reason)
             kept = self._keep_artifacts(trial, outcome)
             self.study.tell(trial, outcome.value if outcome.state == TrialState.COMPLETE else None, state=outcome.state)
-        except UpdateFinishedTrialError as err:
-            log.warning("trial %d dropped: a peer failed it while this worker was away (%s); its params were requeued", trial.number, err)
+        except UpdateFinishedTrialError:
+            log.warning("trial %d dropped: %s", trial.number, self._failed_by_peer(trial))
             summary.dropped += 1
             return None
         self._write_note(trial, kept)
@@ -289,8 +290,8 @@ class Worker:
             signum = getattr(err, "signum", None) or guard.signum or signal.SIGINT
             guard.signum = guard.signum or signum
             return Outcome(TrialState.FAIL, None, f"interrupted by {signal.Signals(signum).name}", requeue=True)
-        except UpdateFinishedTrialError as err:
-            return Outcome(TrialState.FAIL, None, f"a peer failed this trial while this worker was away ({err})", dropped=True)
+        except UpdateFinishedTrialError:
+            return Outcome(TrialState.FAIL, None, self._failed_by_peer(trial), dropped=True)
         except BonasError as err:
             return Outcome(TrialState.FAIL, None, f"error: {err}")
         except Exception as err:  # a bug or a broken environment: record it, keep the study going
@@ -299,6 +300,10 @@ class Worker:
             return Outcome(TrialState.FAIL, None, f"error: {type(err).__name__}: {err}")
         finally:
             guard.in_trial = False
+
+    def _failed_by_peer(self, trial: optuna.Trial) -> str:
+        why = self.storage.get_trial(trial_id(trial)).user_attrs.get(R.REASON) or "no reason recorded"
+        return f"a peer failed trial {trial.number} while this worker was away ({why}); its params were requeued"
 
     def _keep_artifacts(self, trial: optuna.Trial, outcome: Outcome) -> bool:
         """Before tell: the weights, ArchSpec and curve of a trial that enters the top k."""
