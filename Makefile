@@ -46,8 +46,9 @@ report: $(BIN)/bonas ## write reports/STUDY/index.html, figures and trials.csv
 test: $(BIN)/bonas ## run the test suite (set CI=true to turn skips for missing system parts into failures)
 	$(BIN)/python -m pytest $(ARGS)
 
-lint: $(BIN)/bonas ## ruff
+lint: $(BIN)/bonas ## ruff: lint (line length 130) and formatting
 	$(BIN)/ruff check bonas tests bench
+	$(BIN)/ruff format --check bonas tests bench
 
 clean: ## remove study databases, reports and caches (keeps .venv)
 	rm -rf studies/*.db studies/*.db-* studies/*.lock studies/*.artifacts reports .pytest_cache .ruff_cache

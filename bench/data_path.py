@@ -61,6 +61,7 @@ def main() -> None:
 
     scratch = Path(tempfile.mkdtemp(prefix="bonas-datapath-"))
     cold = DataConfig(dir=str(scratch / "cold"))
+
     def decode_only():
         import shutil
 
@@ -80,12 +81,23 @@ def main() -> None:
             pre(x, augment=augment)
 
     plain_tf = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
-    aug_tf = v2.Compose([v2.RandomCrop(splits.input_shape[1:], padding=splits.crop_pad or 2), v2.RandomHorizontalFlip(),
-                         v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+    aug_tf = v2.Compose(
+        [
+            v2.RandomCrop(splits.input_shape[1:], padding=splits.crop_pad or 2),
+            v2.RandomHorizontalFlip(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean, std),
+        ]
+    )
 
     def loader_epoch(transform, workers: int) -> None:
-        loader = DataLoader(PerSample(splits.train_x, splits.train_y, transform), batch_size=args.batch, shuffle=True,
-                            num_workers=workers, persistent_workers=False)
+        loader = DataLoader(
+            PerSample(splits.train_x, splits.train_y, transform),
+            batch_size=args.batch,
+            shuffle=True,
+            num_workers=workers,
+            persistent_workers=False,
+        )
         for _ in loader:
             pass
 
@@ -95,17 +107,25 @@ def main() -> None:
     bonas_aug_s = timed(lambda: bonas_epoch(True), args.repeats)
     loader_aug_s = timed(lambda: loader_epoch(aug_tf, 0), args.repeats)
 
-    print(f"{args.dataset}: {n} training images {splits.input_shape}, batch {args.batch}, torch {torch.get_num_threads()} threads")
+    print(
+        f"{args.dataset}: {n} training images {splits.input_shape}, batch {args.batch}, torch {torch.get_num_threads()} threads"
+    )
     print(f"decode IDX/batches from scratch   {decode_s:8.3f} s")
     print(f"load the decoded-tensor cache     {cache_s:8.3f} s   ({decode_s / cache_s:.0f}x faster)")
     print(f"{'epoch of batches, no model':<34}{'s':>8}{'images/s':>12}")
-    for name, s in [("bonas index slices", bonas_s), ("DataLoader per-sample, 0 workers", loader0_s),
-                    ("DataLoader per-sample, 2 workers", loader2_s), ("bonas + crop/flip (batched)", bonas_aug_s),
-                    ("DataLoader + v2 crop/flip", loader_aug_s)]:
+    for name, s in [
+        ("bonas index slices", bonas_s),
+        ("DataLoader per-sample, 0 workers", loader0_s),
+        ("DataLoader per-sample, 2 workers", loader2_s),
+        ("bonas + crop/flip (batched)", bonas_aug_s),
+        ("DataLoader + v2 crop/flip", loader_aug_s),
+    ]:
         print(f"{name:<34}{s:8.3f}{n / s:12.0f}")
-    print(f"RESULT decode_s={decode_s:.3f} cache_s={cache_s:.3f} bonas_img_s={n / bonas_s:.0f} loader0_img_s={n / loader0_s:.0f} "
-          f"loader2_img_s={n / loader2_s:.0f} slice_vs_loader={loader0_s / bonas_s:.1f} bonas_aug_img_s={n / bonas_aug_s:.0f} "
-          f"loader_aug_img_s={n / loader_aug_s:.0f} aug_speedup={loader_aug_s / bonas_aug_s:.1f}")
+    print(
+        f"RESULT decode_s={decode_s:.3f} cache_s={cache_s:.3f} bonas_img_s={n / bonas_s:.0f} loader0_img_s={n / loader0_s:.0f} "
+        f"loader2_img_s={n / loader2_s:.0f} slice_vs_loader={loader0_s / bonas_s:.1f} bonas_aug_img_s={n / bonas_aug_s:.0f} "
+        f"loader_aug_img_s={n / loader_aug_s:.0f} aug_speedup={loader_aug_s / bonas_aug_s:.1f}"
+    )
 
 
 if __name__ == "__main__":

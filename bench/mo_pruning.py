@@ -35,15 +35,22 @@ def config_text(name: str, seed: int, pruned: bool) -> str:
     text = text.replace('name = "digits"', f'name = "{name}"').replace("seed = 0 ", f"seed = {seed} ")
     text = without_table(text, "pruner")
     pruner = 'name = "median"\nn_startup_trials = 3\nn_warmup_steps = 2\n' if pruned else 'name = "none"\n'
-    return text + f'\n[pruner]\n{pruner}\n[objective]\nmetrics = ["val_acc", "params"]\nlatency_time_s = 0\n\n[artifacts]\nkeep_top_k = 0\n'
+    return (
+        text
+        + f'\n[pruner]\n{pruner}\n[objective]\nmetrics = ["val_acc", "params"]\nlatency_time_s = 0\n'
+        + "\n[artifacts]\nkeep_top_k = 0\n"
+    )
 
 
 def hypervolume(trials) -> float:
     import numpy as np
     from optuna._hypervolume import compute_hypervolume
 
-    pts = [(1 - t.values[0], math.log10(t.values[1])) for t in trials
-           if t.state.name == "COMPLETE" and "reused_from" not in t.user_attrs and t.values[1] > 0]
+    pts = [
+        (1 - t.values[0], math.log10(t.values[1]))
+        for t in trials
+        if t.state.name == "COMPLETE" and "reused_from" not in t.user_attrs and t.values[1] > 0
+    ]
     if not pts:
         return 0.0
     return float(compute_hypervolume(np.array(pts), np.array([1.0, 7.0])))
@@ -67,9 +74,14 @@ def run_arm(seed: int, pruned: bool, budget: int, folder: Path) -> dict:
         epochs += worker.study.trials[-1].user_attrs.get("epochs", 0)
     trials = worker.study.trials
     return {
-        "seed": seed, "pruned": pruned, "epochs": epochs, "trials": len(trials),
-        "pruned_trials": sum(t.state.name == "PRUNED" for t in trials), "hypervolume": hypervolume(trials),
-        "front": len([t for t in trials if t.state.name == "COMPLETE"]), "wall_s": time.perf_counter() - start,
+        "seed": seed,
+        "pruned": pruned,
+        "epochs": epochs,
+        "trials": len(trials),
+        "pruned_trials": sum(t.state.name == "PRUNED" for t in trials),
+        "hypervolume": hypervolume(trials),
+        "front": len([t for t in trials if t.state.name == "COMPLETE"]),
+        "wall_s": time.perf_counter() - start,
     }
 
 
@@ -89,20 +101,27 @@ def main() -> None:
         for pruned in (False, True):
             r = run_arm(seed, pruned, args.epochs_budget, folder)
             rows.append(r)
-            print(f"seed {seed} {'pruned' if pruned else 'no pruning':<10}: {r['trials']:>3} trials ({r['pruned_trials']} pruned), "
-                  f"{r['epochs']} epochs, hypervolume {r['hypervolume']:.4f}, {r['wall_s']:.0f}s", flush=True)
+            print(
+                f"seed {seed} {'pruned' if pruned else 'no pruning':<10}: {r['trials']:>3} trials ({r['pruned_trials']} pruned), "
+                f"{r['epochs']} epochs, hypervolume {r['hypervolume']:.4f}, {r['wall_s']:.0f}s",
+                flush=True,
+            )
     hv = {p: [r["hypervolume"] for r in rows if r["pruned"] == p] for p in (False, True)}
     n = {p: statistics.mean(r["trials"] for r in rows if r["pruned"] == p) for p in (False, True)}
     med = {p: statistics.median(v) for p, v in hv.items()}
     wins = sum(a > b for a, b in zip(hv[True], hv[False], strict=True))
     print(f"\nequal compute ({args.epochs_budget} epochs per arm, {args.seeds} seeds, digits, (val_acc, params)):")
-    print(f"  no pruning      median hypervolume {med[False]:.4f}  (mean {statistics.mean(hv[False]):.4f}), {n[False]:.1f} trials")
+    print(
+        f"  no pruning      median hypervolume {med[False]:.4f}  (mean {statistics.mean(hv[False]):.4f}), {n[False]:.1f} trials"
+    )
     print(f"  cost-aware      median hypervolume {med[True]:.4f}  (mean {statistics.mean(hv[True]):.4f}), {n[True]:.1f} trials")
     print(f"  pruned arm better in {wins} of {args.seeds} seeds")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(rows, indent=1))
-    print(f"RESULT hv_pruned={med[True]:.4f} hv_none={med[False]:.4f} hv_ratio={med[True] / med[False]:.3f} "
-          f"trials_pruned={n[True]:.1f} trials_none={n[False]:.1f} wins={wins}/{args.seeds} epochs_budget={args.epochs_budget}")
+    print(
+        f"RESULT hv_pruned={med[True]:.4f} hv_none={med[False]:.4f} hv_ratio={med[True] / med[False]:.3f} "
+        f"trials_pruned={n[True]:.1f} trials_none={n[False]:.1f} wins={wins}/{args.seeds} epochs_budget={args.epochs_budget}"
+    )
 
 
 if __name__ == "__main__":

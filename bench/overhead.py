@@ -167,7 +167,11 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bonas-overhead-"))
     path = work / "overhead.toml"
-    path.write_text(CONFIG.format(dataset=args.dataset, epochs=args.epochs, batch=args.batch, train=args.train, val=args.val, width=args.width))
+    path.write_text(
+        CONFIG.format(
+            dataset=args.dataset, epochs=args.epochs, batch=args.batch, train=args.train, val=args.val, width=args.width
+        )
+    )
     config = parse_config(path.read_text(), source=str(path))
     url = f"sqlite:///{work / 'overhead.db'}"
     splits = prepare_worker(config, url, verbose=False)
@@ -176,9 +180,14 @@ def main() -> None:
 
     arch = suggest_arch(optuna.trial.FixedTrial({}), config.space, splits.input_shape)
     threads = torch.get_num_threads()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {threads} threads")
-    print(f"data: {args.dataset}, {len(splits.train_y)} train / {len(splits.val_y)} val images {splits.input_shape}; "
-          f"arch {arch.describe()}; batch {args.batch}; {args.epochs} epochs")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, {threads} threads"
+    )
+    print(
+        f"data: {args.dataset}, {len(splits.train_y)} train / {len(splits.val_y)} val images {splits.input_shape}; "
+        f"arch {arch.describe()}; batch {args.batch}; {args.epochs} epochs"
+    )
 
     plain_loop(splits, arch, args.batch, 1, seed=0)  # warm up kernels and allocator once for both
     bonas_times, plain_times = [], []
@@ -200,12 +209,20 @@ def main() -> None:
     print(f"{'bonas':<8}{bonas_s:>8.2f}{images / bonas_s:>10.0f}{achieved_bonas:>9.1f}")
     print(f"{'plain':<8}{plain_s:>8.2f}{images / plain_s:>10.0f}{achieved:>9.1f}")
     print(f"ratio bonas/plain: {bonas_s / plain_s:.3f} (target <= 1.10)")
-    print("fixed cost per trial (ms, median of 5): " + ", ".join(f"{k[:-3]} {v:.1f}" for k, v in costs.items()) + f"; total {fixed_ms:.0f}")
-    print(f"training FLOPs per image (fwd+bwd): {flops / 1e6:.2f} M; matmul ceiling {ceiling:.1f} GFLOP/s; "
-          f"bonas reaches {100 * achieved_bonas / ceiling:.0f}% (target >= 30%)")
-    print(f"RESULT ratio={bonas_s / plain_s:.3f} bonas_img_s={images / bonas_s:.0f} plain_img_s={images / plain_s:.0f} "
-          f"fixed_ms={fixed_ms:.0f} gflops={achieved_bonas:.1f} ceiling_gflops={ceiling:.1f} "
-          f"ceiling_frac={achieved_bonas / ceiling:.2f} dataset={args.dataset} train={len(splits.train_y)} epochs={args.epochs}")
+    print(
+        "fixed cost per trial (ms, median of 5): "
+        + ", ".join(f"{k[:-3]} {v:.1f}" for k, v in costs.items())
+        + f"; total {fixed_ms:.0f}"
+    )
+    print(
+        f"training FLOPs per image (fwd+bwd): {flops / 1e6:.2f} M; matmul ceiling {ceiling:.1f} GFLOP/s; "
+        f"bonas reaches {100 * achieved_bonas / ceiling:.0f}% (target >= 30%)"
+    )
+    print(
+        f"RESULT ratio={bonas_s / plain_s:.3f} bonas_img_s={images / bonas_s:.0f} plain_img_s={images / plain_s:.0f} "
+        f"fixed_ms={fixed_ms:.0f} gflops={achieved_bonas:.1f} ceiling_gflops={ceiling:.1f} "
+        f"ceiling_frac={achieved_bonas / ceiling:.2f} dataset={args.dataset} train={len(splits.train_y)} epochs={args.epochs}"
+    )
 
 
 if __name__ == "__main__":

@@ -58,8 +58,9 @@ def save_results(results: dict) -> None:
     tmp.replace(RESULTS / RESULTS_FILE)
 
 
-def study_text(name: str, data: str, space: str, sampler: str, pruner: str, seed: int, extra: str = "",
-               epochs: int | None = None) -> str:
+def study_text(
+    name: str, data: str, space: str, sampler: str, pruner: str, seed: int, extra: str = "", epochs: int | None = None
+) -> str:
     """A study config: the seed or digits preset's space and training, on the chosen data."""
     d = DATA[data]
     base = (ROOT / "studies" / ("seed.toml" if space == "seed" else "digits.toml")).read_text()
@@ -194,9 +195,15 @@ def compare_samplers(tpe_curves: list[list[float]], random_curves: list[list[flo
     needed = trials_to_reach(t, target)
     pairs = zip(tpe_curves, random_curves, strict=False)
     per_seed = [trials_to_reach(best_so_far_clean(c), best_so_far_clean(rc)[-1]) for c, rc in pairs]
-    return {"tpe_median_best": t[-1], "random_median_best": target, "tpe_trials_to_random_best": needed,
-            "ratio": (needed / len(r)) if needed else None, "per_seed_trials": per_seed,
-            "tpe_at_20": t[19] if len(t) >= 20 else None, "random_at_20": r[19] if len(r) >= 20 else None}
+    return {
+        "tpe_median_best": t[-1],
+        "random_median_best": target,
+        "tpe_trials_to_random_best": needed,
+        "ratio": (needed / len(r)) if needed else None,
+        "per_seed_trials": per_seed,
+        "tpe_at_20": t[19] if len(t) >= 20 else None,
+        "random_at_20": r[19] if len(r) >= 20 else None,
+    }
 
 
 def best_so_far_clean(values: list[float | None]) -> list[float]:
@@ -252,8 +259,9 @@ def part_a(folder: Path, results: dict, quick: bool) -> dict:
                     print(f"  {key}: best {results[key]['best']:.4f} in {results[key]['wall_s']:.0f}s", flush=True)
                 curves[sampler].append(best_so_far_clean(results[key]["values"]))
         out[f"full/{data}"] = compare_samplers(curves["tpe"], curves["random"]) | {"n_seeds": len(curves["tpe"])}
-        plot_curves(RESULTS / f"sampler_full_{data}.png", f"full bonas space, {data}",
-                    {"TPE": curves["tpe"], "random": curves["random"]})
+        plot_curves(
+            RESULTS / f"sampler_full_{data}.png", f"full bonas space, {data}", {"TPE": curves["tpe"], "random": curves["random"]}
+        )
     return out
 
 
@@ -265,8 +273,9 @@ PRUNERS = {
 }
 
 
-def part_b(folder: Path, results: dict, quick: bool, epochs: int = 6, pruners: tuple[str, ...] = tuple(PRUNERS),
-           seeds: int = 5) -> dict:
+def part_b(
+    folder: Path, results: dict, quick: bool, epochs: int = 6, pruners: tuple[str, ...] = tuple(PRUNERS), seeds: int = 5
+) -> dict:
     """Pruners on digits; epochs=6 is the preset (part B), longer trials are part L."""
     out = {}
     part = "B" if epochs == 6 else f"L{epochs}"
@@ -281,9 +290,11 @@ def part_b(folder: Path, results: dict, quick: bool, epochs: int = 6, pruners: t
                 save_results(results)
                 print(f"  {key}: best {results[key]['best']:.4f}, {results[key]['epochs']} epochs", flush=True)
             runs.append(results[key])
-        out[pruner] = {"median_epochs": statistics.median(r["epochs"] for r in runs),
-                       "median_best": statistics.median(r["best"] for r in runs),
-                       "median_wall_s": statistics.median(r["wall_s"] for r in runs)}
+        out[pruner] = {
+            "median_epochs": statistics.median(r["epochs"] for r in runs),
+            "median_best": statistics.median(r["best"] for r in runs),
+            "median_wall_s": statistics.median(r["wall_s"] for r in runs),
+        }
     base = out["none"]
     for p in out.values():
         p["epoch_saving"] = base["median_epochs"] / p["median_epochs"]
@@ -331,9 +342,13 @@ def part_c(folder: Path, results: dict, quick: bool) -> dict:
             runs.append(results[key])
         curves = [best_so_far_clean(r["values"]) for r in runs]
         m = median_curve(curves)
-        out[f"2 workers, constant_liar={liar}"] = {"median_best_60": m[-1], "median_best_20": m[19], "median_best_40": m[39],
-                                                   "repeats": [r["repeats"] for r in runs],
-                                                   "median_wall_s": statistics.median(r["wall_s"] for r in runs)}
+        out[f"2 workers, constant_liar={liar}"] = {
+            "median_best_60": m[-1],
+            "median_best_20": m[19],
+            "median_best_40": m[39],
+            "repeats": [r["repeats"] for r in runs],
+            "median_wall_s": statistics.median(r["wall_s"] for r in runs),
+        }
     return out
 
 
@@ -396,22 +411,30 @@ def markdown(summary: dict) -> str:
     """The README's Results tables, from the summary."""
     out = []
     if "A" in summary:
-        out += ["| space | data | seeds | TPE best @60 | random best @60 | TPE trials to random's 60-trial best "
-                "| ratio (goal <= 0.33) |",
-                "|---|---|---:|---:|---:|---:|---:|"]
+        out += [
+            "| space | data | seeds | TPE best @60 | random best @60 | TPE trials to random's 60-trial best "
+            "| ratio (goal <= 0.33) |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
         for k, v in summary["A"].items():
             space, data = k.split("/")
             ratio = "never" if v["ratio"] is None else f"{v['ratio']:.2f}"
-            out.append(f"| {space} | {data} | {v['n_seeds']} | {v['tpe_median_best']:.4f} | {v['random_median_best']:.4f} | "
-                       f"{v['tpe_trials_to_random_best'] or 'never'} | {ratio} |")
+            out.append(
+                f"| {space} | {data} | {v['n_seeds']} | {v['tpe_median_best']:.4f} | {v['random_median_best']:.4f} | "
+                f"{v['tpe_trials_to_random_best'] or 'never'} | {ratio} |"
+            )
         out.append("")
     for part in ("B", "L"):
         if part in summary:
-            out += [f"| pruner ({part}) | epochs (median) | fewer epochs | best (median) | best vs none | wall s (median) |",
-                    "|---|---:|---:|---:|---:|---:|"]
+            out += [
+                f"| pruner ({part}) | epochs (median) | fewer epochs | best (median) | best vs none | wall s (median) |",
+                "|---|---:|---:|---:|---:|---:|",
+            ]
             for k, v in summary[part].items():
-                out.append(f"| {k} | {v['median_epochs']:.0f} | {v['epoch_saving']:.2f}x | {v['median_best']:.4f} | "
-                           f"{v['best_delta_points']:+.2f} pt | {v['median_wall_s']:.0f} |")
+                out.append(
+                    f"| {k} | {v['median_epochs']:.0f} | {v['epoch_saving']:.2f}x | {v['median_best']:.4f} | "
+                    f"{v['best_delta_points']:+.2f} pt | {v['median_wall_s']:.0f} |"
+                )
             out.append("")
     if "C" in summary:
         out += ["| TPE setting (digits, full space) | best @20 | best @40 | best @60 |", "|---|---:|---:|---:|"]

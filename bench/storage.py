@@ -144,8 +144,9 @@ def fresh(backend: str, folder: Path) -> tuple[str, callable]:
     return fresh_database(PG if backend == "postgresql" else MYSQL)
 
 
-def measure(kind: str, backend: str, n_workers: int, window: float, folder: Path, n_trials: int = 10**6,
-            legacy: bool = False) -> dict:
+def measure(
+    kind: str, backend: str, n_workers: int, window: float, folder: Path, n_trials: int = 10**6, legacy: bool = False
+) -> dict:
     import optuna
 
     url, drop = fresh(backend, folder)
@@ -155,8 +156,10 @@ def measure(kind: str, backend: str, n_workers: int, window: float, folder: Path
         study = optuna.create_study(study_name=name, storage=storage)
         ctx = mp.get_context("spawn")
         out, ready, go, start = ctx.Queue(), ctx.Queue(), ctx.Event(), ctx.Value("d", 0.0)
-        procs = [ctx.Process(target=_worker, args=(kind, url, name, window, n_trials, out, ready, go, start, legacy))
-                 for _ in range(n_workers)]
+        procs = [
+            ctx.Process(target=_worker, args=(kind, url, name, window, n_trials, out, ready, go, start, legacy))
+            for _ in range(n_workers)
+        ]
         for p in procs:
             p.start()
         for _ in procs:  # every process imported and connected: only then does the clock start
@@ -174,9 +177,14 @@ def measure(kind: str, backend: str, n_workers: int, window: float, folder: Path
         errors = [e for r in results for e in r["errors"]]
         elapsed = (min(end, stop_at) - start_at) if n_trials >= 10**6 else (end - start_at)
         return {
-            "kind": kind, "backend": backend, "workers": n_workers, "trials": len(in_window if n_trials >= 10**6 else complete),
+            "kind": kind,
+            "backend": backend,
+            "workers": n_workers,
+            "trials": len(in_window if n_trials >= 10**6 else complete),
             "trials_per_s": len(in_window) / window if n_trials >= 10**6 else len(complete) / elapsed,
-            "wall_s": elapsed, "errors": len(errors), "locked": sum("database is locked" in e for e in errors),
+            "wall_s": elapsed,
+            "errors": len(errors),
+            "locked": sum("database is locked" in e for e in errors),
             "states": {s.name: sum(t.state == s for t in trials) for s in optuna.trial.TrialState},
             "error_samples": errors[:3],
         }
@@ -215,12 +223,26 @@ def real_trials(folder: Path, n: int = 16) -> dict:
         text = base_text.replace('name = "fashion-mnist"', f'name = "{name}"').replace("timeout = 1800", "timeout = 0")
         text = text.replace("train_subset = 10000", "train_subset = 2000").replace("max_epochs = 4", "max_epochs = 2")
         text = without_table(text, "pruner")  # every arm trains every epoch
-        cfg.write_text(text + f'\n[pruner]\nname = "none"\n[warm_start]\nfile = "{warm}"\n[workers]\nreuse_duplicates = false\n'
-                       '[artifacts]\nkeep_top_k = 0\n')
+        cfg.write_text(
+            text + f'\n[pruner]\nname = "none"\n[warm_start]\nfile = "{warm}"\n[workers]\nreuse_duplicates = false\n'
+            "[artifacts]\nkeep_top_k = 0\n"
+        )
         t0 = time.perf_counter()
-        proc = subprocess.run([str(Path(sys.executable).parent / "bonas"), "search", str(cfg), "--n-trials", str(n),
-                               "--workers", str(workers),
-                               "--threads", str(threads)], capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "bonas"),
+                "search",
+                str(cfg),
+                "--n-trials",
+                str(n),
+                "--workers",
+                str(workers),
+                "--threads",
+                str(threads),
+            ],
+            capture_output=True,
+            text=True,
+        )
         wall = time.perf_counter() - t0
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr[-2000:])
@@ -228,8 +250,12 @@ def real_trials(folder: Path, n: int = 16) -> dict:
         span = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
         ran = sorted(json.dumps(t.params, sort_keys=True) for t in trials)
         assert ran == sorted(json.dumps(p, sort_keys=True) for p in params)
-        out[f"{workers}x{threads}"] = {"wall_s": wall, "span_s": span, "trials_per_hour": n / span * 3600,
-                                       "trials_per_hour_wall": n / wall * 3600}
+        out[f"{workers}x{threads}"] = {
+            "wall_s": wall,
+            "span_s": span,
+            "trials_per_hour": n / span * 3600,
+            "trials_per_hour_wall": n / wall * 3600,
+        }
     out["speedup"] = out["2x1"]["trials_per_hour"] / out["1x2"]["trials_per_hour"]  # what a user gains on this machine
     out["speedup_wall"] = out["2x1"]["trials_per_hour_wall"] / out["1x2"]["trials_per_hour_wall"]
     out["scaling"] = out["2x1"]["trials_per_hour"] / out["1x1"]["trials_per_hour"]  # worker scaling itself, thread for thread
@@ -246,8 +272,10 @@ ACTIVITY = sqlalchemy.text(  # per application_name: connections, those last run
     "count(*) FILTER (WHERE wait_event_type = 'Lock') FROM pg_stat_activity "
     "WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend' GROUP BY 1"
 )
-BACKENDS = sqlalchemy.text("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                           "AND backend_type = 'client backend'")
+BACKENDS = sqlalchemy.text(
+    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+    "AND backend_type = 'client backend'"
+)
 
 
 class Heartbeat:
@@ -438,30 +466,48 @@ def audit_many(kind: str, budget: int, trials: list, logs: list[dict]) -> dict:
     lost = sorted(set(claimed) - set(told))
     numbers = sorted(t.number for t in trials)
     errors = [e for r in logs for e in r["errors"]]
-    problems = [text for bad, text in (
-        (finished != budget if kind == "bonas" else finished < budget, f"{finished} trials finished, budget {budget}"),
-        (lost, f"{len(lost)} claimed trials never told: {lost[:10]}"),
-        (len(told) != len(set(told)), f"{len(told) - len(set(told))} trials told twice"),
-        (len(claimed) != len(set(claimed)), f"{len(claimed) - len(set(claimed))} trials claimed twice"),
-        (set(told) != {t.number for t in trials if t.state.name in FINISHED}, "trials told != the database's finished ones"),
-        (numbers != list(range(len(numbers))), "trial numbers are not dense and unique"),
-        (states["RUNNING"] + states["WAITING"], f"{states['RUNNING']} RUNNING and {states['WAITING']} WAITING left"),
-        (states["FAIL"], f"{states['FAIL']} trials FAIL (a healthy worker reaped?)"),
-        (errors, f"{len(errors)} worker errors: {errors[:3]}"),
-        (any(r["torch"] for r in logs), "a worker imported torch"),
-    ) if bad]
-    return {"finished": finished, "overshoot": finished - budget, "claimed": len(claimed), "lost": len(lost),
-            "told_twice": len(told) - len(set(told)), "dense_unique": numbers == list(range(len(numbers))),
-            "unfinished_left": states["RUNNING"] + states["WAITING"], "failed": states["FAIL"], "errors": errors[:3],
-            "problems": problems, "ok": not problems}
+    problems = [
+        text
+        for bad, text in (
+            (finished != budget if kind == "bonas" else finished < budget, f"{finished} trials finished, budget {budget}"),
+            (lost, f"{len(lost)} claimed trials never told: {lost[:10]}"),
+            (len(told) != len(set(told)), f"{len(told) - len(set(told))} trials told twice"),
+            (len(claimed) != len(set(claimed)), f"{len(claimed) - len(set(claimed))} trials claimed twice"),
+            (set(told) != {t.number for t in trials if t.state.name in FINISHED}, "trials told != the database's finished ones"),
+            (numbers != list(range(len(numbers))), "trial numbers are not dense and unique"),
+            (states["RUNNING"] + states["WAITING"], f"{states['RUNNING']} RUNNING and {states['WAITING']} WAITING left"),
+            (states["FAIL"], f"{states['FAIL']} trials FAIL (a healthy worker reaped?)"),
+            (errors, f"{len(errors)} worker errors: {errors[:3]}"),
+            (any(r["torch"] for r in logs), "a worker imported torch"),
+        )
+        if bad
+    ]
+    return {
+        "finished": finished,
+        "overshoot": finished - budget,
+        "claimed": len(claimed),
+        "lost": len(lost),
+        "told_twice": len(told) - len(set(told)),
+        "dense_unique": numbers == list(range(len(numbers))),
+        "unfinished_left": states["RUNNING"] + states["WAITING"],
+        "failed": states["FAIL"],
+        "errors": errors[:3],
+        "problems": problems,
+        "ok": not problems,
+    }
 
 
 def _stats(xs: list[float], scale: float = 1.0) -> dict:
     if not xs:
         return {}
     xs = sorted(xs)
-    return {"n": len(xs), "median": statistics.median(xs) * scale, "mean": statistics.fmean(xs) * scale,
-            "p95": xs[int(0.95 * (len(xs) - 1))] * scale, "max": xs[-1] * scale}
+    return {
+        "n": len(xs),
+        "median": statistics.median(xs) * scale,
+        "mean": statistics.fmean(xs) * scale,
+        "p95": xs[int(0.95 * (len(xs) - 1))] * scale,
+        "max": xs[-1] * scale,
+    }
 
 
 def connections(samples: list, n_workers: int, since: float, until: float) -> dict:
@@ -478,14 +524,21 @@ def connections(samples: list, n_workers: int, since: float, until: float) -> di
     storage = [sum(n(apps, w) for w in workers) for apps in span]
     lock = [sum(n(apps, f"{w}-lock") for w in workers) for apps in span]
     waiting = [sum(wt for _, _, wt in apps.values()) for apps in span]
-    return {"samples": len(span), "sample_every_s": (until - since) / len(span),
-            "total_peak": max(totals), "total_mean": statistics.fmean(totals),
-            "per_worker_peak": max(peaks), "per_worker_mean": statistics.fmean(totals) / n_workers,
-            "workers_by_peak": dict(sorted(Counter(peaks).items())),  # how many workers ever held 0, 1, 2, 3 connections
-            "storage_per_worker_peak": max(max(n(apps, w) for apps in span) for w in workers),
-            "storage_per_worker_mean": statistics.fmean(storage) / n_workers,
-            "lock_connections_peak": max(lock), "lock_connections_mean": statistics.fmean(lock),
-            "waiting_on_lock_mean": statistics.fmean(waiting), "waiting_on_lock_peak": max(waiting)}
+    return {
+        "samples": len(span),
+        "sample_every_s": (until - since) / len(span),
+        "total_peak": max(totals),
+        "total_mean": statistics.fmean(totals),
+        "per_worker_peak": max(peaks),
+        "per_worker_mean": statistics.fmean(totals) / n_workers,
+        "workers_by_peak": dict(sorted(Counter(peaks).items())),  # how many workers ever held 0, 1, 2, 3 connections
+        "storage_per_worker_peak": max(max(n(apps, w) for apps in span) for w in workers),
+        "storage_per_worker_mean": statistics.fmean(storage) / n_workers,
+        "lock_connections_peak": max(lock),
+        "lock_connections_mean": statistics.fmean(lock),
+        "waiting_on_lock_mean": statistics.fmean(waiting),
+        "waiting_on_lock_peak": max(waiting),
+    }
 
 
 def measure_many(kind: str, n_workers: int, budget: int, server_url: str, trial_s: float = 0.0) -> dict:
@@ -497,8 +550,9 @@ def measure_many(kind: str, n_workers: int, budget: int, server_url: str, trial_
     url, drop = fresh_database(server_url)
     name = "bench"
     try:
-        admin = sqlalchemy.create_engine(f"{url}?application_name=bench-parent", poolclass=NullPool,
-                                         isolation_level="AUTOCOMMIT").connect()
+        admin = sqlalchemy.create_engine(
+            f"{url}?application_name=bench-parent", poolclass=NullPool, isolation_level="AUTOCOMMIT"
+        ).connect()
         parent = open_storage(f"{url}?application_name=bench-parent")
         optuna.create_study(study_name=name, storage=parent)
         parent.engine.dispose()
@@ -506,9 +560,13 @@ def measure_many(kind: str, n_workers: int, budget: int, server_url: str, trial_
         sampler.start()
         ctx = mp.get_context("spawn")
         out, ready, go, start = ctx.Queue(), ctx.Queue(), ctx.Event(), ctx.Value("d", 0.0)
-        procs = [ctx.Process(target=_many_worker,
-                             args=(kind, f"{url}?application_name=bench-w{i}", name, budget, trial_s, out, ready, go, start))
-                 for i in range(n_workers)]
+        procs = [
+            ctx.Process(
+                target=_many_worker,
+                args=(kind, f"{url}?application_name=bench-w{i}", name, budget, trial_s, out, ready, go, start),
+            )
+            for i in range(n_workers)
+        ]
         t_spawn = time.time()
         for p in procs:
             p.start()
@@ -538,24 +596,41 @@ def measure_many(kind: str, n_workers: int, budget: int, server_url: str, trial_
         memory = [m for m in sampler.memory if start_at <= m[0] <= end]
         lock = {}
         if kind == "bonas":
-            lock = {"connect_ms": _stats([c for r in logs for c in r["connect_s"]], 1e3),
-                    "wait_ms": _stats([w for r in logs for w in r["wait_s"]], 1e3), "hold_ms": _stats(holds, 1e3),
-                    # Holds measured in the holder; with more processes than cores it may be descheduled after the
-                    # release and before its clock is read: busy_fraction > 1, and the 1 / hold ceiling too low.
-                    # uses_per_s is what the lock served (its ceiling on this machine when waiting_on_lock stays > 0).
-                    "busy_fraction": sum(holds) / wall, "uses_per_s": len(holds) / wall,
-                    "ceiling_claims_per_s": 1 / statistics.fmean(holds),  # claims/s if workers queued back to back
-                    "round_trips_per_hold": {k: sum(r["in_lock"].get(k, 0) for r in logs) / len(holds)
-                                             for k in ("before_cursor_execute", "commit", "checkout")}}
+            lock = {
+                "connect_ms": _stats([c for r in logs for c in r["connect_s"]], 1e3),
+                "wait_ms": _stats([w for r in logs for w in r["wait_s"]], 1e3),
+                "hold_ms": _stats(holds, 1e3),
+                # Holds measured in the holder; with more processes than cores it may be descheduled after the
+                # release and before its clock is read: busy_fraction > 1, and the 1 / hold ceiling too low.
+                # uses_per_s is what the lock served (its ceiling on this machine when waiting_on_lock stays > 0).
+                "busy_fraction": sum(holds) / wall,
+                "uses_per_s": len(holds) / wall,
+                "ceiling_claims_per_s": 1 / statistics.fmean(holds),  # claims/s if workers queued back to back
+                "round_trips_per_hold": {
+                    k: sum(r["in_lock"].get(k, 0) for r in logs) / len(holds)
+                    for k in ("before_cursor_execute", "commit", "checkout")
+                },
+            }
         return {
-            "kind": kind, "workers": n_workers, "budget": budget, "trial_s": trial_s, "wall_s": wall,
+            "kind": kind,
+            "workers": n_workers,
+            "budget": budget,
+            "trial_s": trial_s,
+            "wall_s": wall,
             "trials_per_s": audit["finished"] / wall,
-            "startup_s": ready_s, "audit": audit, "claim_ms": _stats([c for r in logs for c in r["claim_s"]], 1e3), "lock": lock,
+            "startup_s": ready_s,
+            "audit": audit,
+            "claim_ms": _stats([c for r in logs for c in r["claim_s"]], 1e3),
+            "lock": lock,
             "connections": connections(sampler.samples, n_workers, start_at, end),
-            "connections_opened": opened, "connections_opened_per_trial": opened / max(1, claims),
-            "transactions_per_s": transactions / wall, "transactions_per_trial": transactions / max(1, audit["finished"]),
+            "connections_opened": opened,
+            "connections_opened_per_trial": opened / max(1, claims),
+            "transactions_per_s": transactions / wall,
+            "transactions_per_trial": transactions / max(1, audit["finished"]),
             # the machine is shared: its load, how busy its cores were, and how much of that the workers were
-            "load_before": load_before, "load_after": load_after, "machine_busy_cores": busy,
+            "load_before": load_before,
+            "load_after": load_after,
+            "machine_busy_cores": busy,
             "workers_cpu_cores": sum(r["cpu_s"] for r in logs) / wall,
             "heartbeats_by_threads": sum(r["beats"] for r in logs),
             "server_process_mib": {"pss": _stats([m[1] for m in memory]), "private": _stats([m[2] for m in memory])},
@@ -564,8 +639,9 @@ def measure_many(kind: str, n_workers: int, budget: int, server_url: str, trial_
         drop()
 
 
-def many_workers(counts: list[int], budget: int, kinds: list[str], max_connections: int, pg_url: str,
-                 trial_s: float = 0.0) -> dict:
+def many_workers(
+    counts: list[int], budget: int, kinds: list[str], max_connections: int, pg_url: str, trial_s: float = 0.0
+) -> dict:
     """The cells of part 4 on one PostgreSQL server: the bench's own (durable) unless ``pg_url`` is given."""
     from tests.servers import PrivatePostgres
 
@@ -573,11 +649,16 @@ def many_workers(counts: list[int], budget: int, kinds: list[str], max_connectio
     url = pg_url or server.url()
     try:
         with sqlalchemy.create_engine(url, poolclass=NullPool).connect() as conn:
-            info = {k: conn.execute(sqlalchemy.text(f"SHOW {k}")).scalar() for k in ("server_version", "max_connections", "fsync",
-                                                                                      "synchronous_commit", "shared_buffers")}
-        print(f"\nmany workers: PostgreSQL {info['server_version']} ({'the bench own' if server else pg_url}), "
-              f"max_connections {info['max_connections']}, fsync {info['fsync']}; budget {budget} trials per cell, "
-              f"{trial_s:g} s of sleep per trial", flush=True)
+            info = {
+                k: conn.execute(sqlalchemy.text(f"SHOW {k}")).scalar()
+                for k in ("server_version", "max_connections", "fsync", "synchronous_commit", "shared_buffers")
+            }
+        print(
+            f"\nmany workers: PostgreSQL {info['server_version']} ({'the bench own' if server else pg_url}), "
+            f"max_connections {info['max_connections']}, fsync {info['fsync']}; budget {budget} trials per cell, "
+            f"{trial_s:g} s of sleep per trial",
+            flush=True,
+        )
         cells = []
         for n in counts:
             for kind in kinds:
@@ -585,27 +666,40 @@ def many_workers(counts: list[int], budget: int, kinds: list[str], max_connectio
                 cells.append(r)
                 c, a = r["connections"], r["audit"]
                 claim = f"claim p50 {r['claim_ms']['median']:6.1f} ms  " if r["claim_ms"] else ""
-                print(f"  {kind:<6} {n:>2} workers: {r['trials_per_s']:6.1f} trials/s  wall {r['wall_s']:5.1f}s  {claim}"
-                      f"connections/worker peak {c.get('per_worker_peak')} "
-                      f"mean {c.get('per_worker_mean', 0):.2f}  total peak {c.get('total_peak')}  "
-                      f"audit {'ok' if a['ok'] else 'FAILED'} (finished {a['finished']}, overshoot {a['overshoot']})", flush=True)
+                print(
+                    f"  {kind:<6} {n:>2} workers: {r['trials_per_s']:6.1f} trials/s  wall {r['wall_s']:5.1f}s  {claim}"
+                    f"connections/worker peak {c.get('per_worker_peak')} "
+                    f"mean {c.get('per_worker_mean', 0):.2f}  total peak {c.get('total_peak')}  "
+                    f"audit {'ok' if a['ok'] else 'FAILED'} (finished {a['finished']}, overshoot {a['overshoot']})",
+                    flush=True,
+                )
     finally:
         if server is not None:
             server.close()
-    return {"server": info, "budget": budget, "trial_s": trial_s, "heartbeat_interval_s": HEARTBEAT_S, "grace_period_s": GRACE_S,
-            "cells": cells}
+    return {
+        "server": info,
+        "budget": budget,
+        "trial_s": trial_s,
+        "heartbeat_interval_s": HEARTBEAT_S,
+        "grace_period_s": GRACE_S,
+        "cells": cells,
+    }
 
 
 def print_many(many: dict) -> None:
-    print(f"\n{'loop':<7}{'workers':>8}{'trials/s':>10}{'wall s':>8}{'claim p50/p95 ms':>18}{'lock hold ms':>14}"
-          f"{'conn/worker peak':>18}{'mean':>6}{'total peak':>12}{'opened/trial':>14}  audit")
+    print(
+        f"\n{'loop':<7}{'workers':>8}{'trials/s':>10}{'wall s':>8}{'claim p50/p95 ms':>18}{'lock hold ms':>14}"
+        f"{'conn/worker peak':>18}{'mean':>6}{'total peak':>12}{'opened/trial':>14}  audit"
+    )
     for c in many["cells"]:
         k, lk, a = c["connections"], c["lock"], c["audit"]
         claim = f"{c['claim_ms']['median']:.1f}/{c['claim_ms']['p95']:.1f}" if c["claim_ms"] else "-"
         hold = f"{lk['hold_ms']['median']:.1f}" if lk else "-"
         verdict = ("ok" if a["ok"] else "FAILED") + (f", overshoot {a['overshoot']}" if a["overshoot"] else "")
-        print(f"{c['kind']:<7}{c['workers']:>8}{c['trials_per_s']:>10.1f}{c['wall_s']:>8.1f}{claim:>18}{hold:>14}{k['per_worker_peak']:>18}"
-              f"{k['per_worker_mean']:>6.2f}{k['total_peak']:>12}{c['connections_opened_per_trial']:>14.2f}  {verdict}")
+        print(
+            f"{c['kind']:<7}{c['workers']:>8}{c['trials_per_s']:>10.1f}{c['wall_s']:>8.1f}{claim:>18}{hold:>14}{k['per_worker_peak']:>18}"
+            f"{k['per_worker_mean']:>6.2f}{k['total_peak']:>12}{c['connections_opened_per_trial']:>14.2f}  {verdict}"
+        )
 
 
 def machine() -> str:
@@ -645,18 +739,20 @@ def main() -> None:
 
     parts = args.parts.split(",")
     rows = []
-    for backend in (args.backends.split(",") if "throughput" in parts else []):
-        for kind in (("optuna",) if backend == "journal" else ("bonas", "optuna")):
+    for backend in args.backends.split(",") if "throughput" in parts else []:
+        for kind in ("optuna",) if backend == "journal" else ("bonas", "optuna"):
             for n in counts:
                 r = measure(kind, backend, n, args.window, folder)
                 rows.append(r)
-                print(f"  {backend:<10} {kind:<6} {n:>2} workers: {r['trials_per_s']:7.1f} trials/s  errors {r['errors']}",
-                      flush=True)
+                print(
+                    f"  {backend:<10} {kind:<6} {n:>2} workers: {r['trials_per_s']:7.1f} trials/s  errors {r['errors']}",
+                    flush=True,
+                )
 
     if rows:
         print("\ntrials/s, trivial objective (random sampler, 10 params)")
         print(f"{'storage':<12}{'loop':<8}" + "".join(f"{n:>8}" for n in counts))
-    for backend in (args.backends.split(",") if rows else []):
+    for backend in args.backends.split(",") if rows else []:
         for kind in ("bonas", "optuna"):
             cells = {r["workers"]: r for r in rows if r["backend"] == backend and r["kind"] == kind}
             if cells:
@@ -668,11 +764,15 @@ def main() -> None:
         legacy = measure("optuna", "sqlite", 4, 0, folder, n_trials=200, legacy=True)
         wal_optuna = measure("optuna", "sqlite", 4, 0, folder, n_trials=200)
         wal_bonas = measure("bonas", "sqlite", 4, 0, folder, n_trials=200)
-        for label, r in (("rollback journal, 5 s timeout (Optuna's default)", legacy),
-                         ("WAL, 60 s timeout (bonas), plain optimize", wal_optuna),
-                         ("WAL, 60 s timeout (bonas), bonas loop", wal_bonas)):
-            print(f"  {label:<52} complete {r['states']['COMPLETE']:>3}  failed {r['states']['FAIL']:>3}  "
-                  f"'database is locked' {r['locked']:>3}  {r['wall_s']:.1f}s")
+        for label, r in (
+            ("rollback journal, 5 s timeout (Optuna's default)", legacy),
+            ("WAL, 60 s timeout (bonas), plain optimize", wal_optuna),
+            ("WAL, 60 s timeout (bonas), bonas loop", wal_bonas),
+        ):
+            print(
+                f"  {label:<52} complete {r['states']['COMPLETE']:>3}  failed {r['states']['FAIL']:>3}  "
+                f"'database is locked' {r['locked']:>3}  {r['wall_s']:.1f}s"
+            )
 
     real = None
     if "real" in parts:
@@ -680,28 +780,44 @@ def main() -> None:
         print("\nreal Fashion-MNIST trials (16 enqueued, 2000 images x 2 epochs), trials/hour over the trials' span:")
         for k in ("1x2", "1x1", "2x1"):
             w, t = k.split("x")
-            print(f"  {w} worker(s) x {t} thread(s): {real[k]['trials_per_hour']:6.0f}/h  "
-                  f"(whole command {real[k]['trials_per_hour_wall']:.0f}/h)")
-        print(f"  2 workers vs 1 worker using both cores: {real['speedup']:.2f}x (target >= 1.8x); "
-              f"thread for thread: {real['scaling']:.2f}x")
+            print(
+                f"  {w} worker(s) x {t} thread(s): {real[k]['trials_per_hour']:6.0f}/h  "
+                f"(whole command {real[k]['trials_per_hour_wall']:.0f}/h)"
+            )
+        print(
+            f"  2 workers vs 1 worker using both cores: {real['speedup']:.2f}x (target >= 1.8x); "
+            f"thread for thread: {real['scaling']:.2f}x"
+        )
     many = None
     if "many" in parts:
-        many = many_workers([int(x) for x in args.many_workers.split(",")], args.budget, args.loops.split(","),
-                            args.max_connections, args.pg_url, args.trial_s)
-        many.update(machine=machine(), command=" ".join([Path(sys.executable).name, *sys.argv]), commit=commit(),
-                    date=datetime.now().isoformat(timespec="seconds"))
+        many = many_workers(
+            [int(x) for x in args.many_workers.split(",")],
+            args.budget,
+            args.loops.split(","),
+            args.max_connections,
+            args.pg_url,
+            args.trial_s,
+        )
+        many.update(
+            machine=machine(),
+            command=" ".join([Path(sys.executable).name, *sys.argv]),
+            commit=commit(),
+            date=datetime.now().isoformat(timespec="seconds"),
+        )
         print_many(many)
     cells = (many or {}).get("cells", [])
     failed = [c for c in cells if not c["audit"]["ok"]]
-    result = [f"{r['backend']}_{r['kind']}_{r['workers']}={r['trials_per_s']:.1f}" for r in rows
-              if r["workers"] in (1, max(counts))]
+    result = [
+        f"{r['backend']}_{r['kind']}_{r['workers']}={r['trials_per_s']:.1f}" for r in rows if r["workers"] in (1, max(counts))
+    ]
     if legacy:
         result += [f"sqlite_locked_legacy={legacy['locked']}", f"sqlite_locked_bonas={wal_bonas['locked']}"]
     if real:
         result += [f"real_speedup={real['speedup']:.2f}", f"real_scaling={real['scaling']:.2f}"]
     result += [f"many_{c['kind']}_{c['workers']}={c['trials_per_s']:.1f}" for c in cells]
-    result += [f"conn_per_worker_peak_{c['workers']}={c['connections']['per_worker_peak']}"
-               for c in cells if c["kind"] == "bonas"]
+    result += [
+        f"conn_per_worker_peak_{c['workers']}={c['connections']['per_worker_peak']}" for c in cells if c["kind"] == "bonas"
+    ]
     result = "RESULT " + " ".join(result + ([f"many_audit={'FAILED' if failed else 'ok'}"] if many else []))
     if many:
         many["result"] = result

@@ -63,13 +63,21 @@ def sample(space, training, data, input_shape, n: int, seed: int) -> list[tuple[
     return out
 
 
-def score_and_train(i: int, arch, train, splits, x: torch.Tensor, y: torch.Tensor, args, schedule: str, precision: str,
-                    eval_batch: int) -> dict:
+def score_and_train(
+    i: int, arch, train, splits, x: torch.Tensor, y: torch.Tensor, args, schedule: str, precision: str, eval_batch: int
+) -> dict:
     seed = args.seed * 100_003 + i
     torch.manual_seed(seed)
     net = build_model(arch, splits.input_shape, splits.n_classes)
-    row: dict = {"i": i, "arch": arch.describe(), "spec": arch.to_dict(), "train": train.to_dict(), "seed": seed,
-                 "params": count_params(net), "flops": sum(r.flops for r in summarize(net, splits.input_shape))}
+    row: dict = {
+        "i": i,
+        "arch": arch.describe(),
+        "spec": arch.to_dict(),
+        "train": train.to_dict(),
+        "seed": seed,
+        "params": count_params(net),
+        "flops": sum(r.flops for r in summarize(net, splits.input_shape)),
+    }
     for name, proxy in PROXIES.items():
         start = time.perf_counter()
         row[name] = proxy(net, x, y)
@@ -80,16 +88,21 @@ def score_and_train(i: int, arch, train, splits, x: torch.Tensor, y: torch.Tenso
     trainer = make_trainer(args.epochs, [], precision, False)
     start = time.perf_counter()
     try:
-        trainer.fit(module, train_dataloaders=Batches(splits.train_x, splits.train_y, train.batch_size, shuffle=True, seed=seed),
-                    val_dataloaders=Batches(splits.val_x, splits.val_y, eval_batch, shuffle=False))
+        trainer.fit(
+            module,
+            train_dataloaders=Batches(splits.train_x, splits.train_y, train.batch_size, shuffle=True, seed=seed),
+            val_dataloaders=Batches(splits.val_x, splits.val_y, eval_batch, shuffle=False),
+        )
         row["diverged"] = None
     except NonFiniteLoss as err:  # the trial would end PRUNED ("diverged"): no accuracy to rank
         row["diverged"] = str(err)
     row["train_s"] = round(time.perf_counter() - start, 2)
     row["curve"] = list(module.history)
     if row["diverged"] is None and (len(module.history) != args.epochs or trainer.current_epoch != args.epochs):
-        raise SystemExit(f"zero_cost: architecture {i} ({row['arch']}) trained {trainer.current_epoch} epochs with "
-                         f"{len(module.history)} validations, not {args.epochs}: no result written")
+        raise SystemExit(
+            f"zero_cost: architecture {i} ({row['arch']}) trained {trainer.current_epoch} epochs with "
+            f"{len(module.history)} validations, not {args.epochs}: no result written"
+        )
     row["val_acc"] = module.history[-1] if row["diverged"] is None else None
     return row
 
@@ -114,8 +127,11 @@ def correlations(rows: list[dict], keys: list[str], n_boot: int, seed: int) -> d
         v = np.array([r[key] for r in rows], dtype=float)
         resampled = np.array([spearman(v[idx], acc[idx]) for idx in boots])
         lo, hi = np.nanpercentile(resampled, [2.5, 97.5]) if np.isfinite(resampled).any() else (math.nan, math.nan)
-        out[key] = {"rho": spearman(v, acc), "ci95": [float(lo), float(hi)],
-                    "halves": [spearman(v[:half], acc[:half]), spearman(v[half:], acc[half:])]}
+        out[key] = {
+            "rho": spearman(v, acc),
+            "ci95": [float(lo), float(hi)],
+            "halves": [spearman(v[:half], acc[:half]), spearman(v[half:], acc[half:])],
+        }
     return out
 
 
@@ -133,7 +149,9 @@ def finite(value):
 def git_commit() -> str:
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return sha + ("-dirty" if dirty else "")
@@ -147,7 +165,9 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=2000, help="class-balanced training images (default 2000)")
     ap.add_argument("--val", type=int, default=1000, help="class-balanced validation images (default 1000)")
     ap.add_argument("--batch", type=int, default=128, help="images in the proxies' batch (default 128, NASWOT's)")
-    ap.add_argument("--block-types", default="", help="comma list replacing the space's block_types, e.g. plain,residual,separable")
+    ap.add_argument(
+        "--block-types", default="", help="comma list replacing the space's block_types, e.g. plain,residual,separable"
+    )
     ap.add_argument("--seed", type=int, default=0, help="sampler, weights and bootstrap seed")
     ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "zero_cost.json"))
@@ -165,11 +185,19 @@ def main() -> None:
     splits = load_splits(config.dataset, data, config.seed)
     shape, threads = splits.input_shape, torch.get_num_threads()
     command = shlex.join([Path(sys.executable).name, os.path.relpath(__file__, ROOT), *sys.argv[1:]])
-    machine = {"processor": platform.processor() or platform.machine(), "cores": os.cpu_count(), "threads": threads,
-               "device": "cuda" if torch.cuda.is_available() else "cpu", "platform": platform.platform()}
+    machine = {
+        "processor": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "platform": platform.platform(),
+    }
     print(f"machine: {machine['processor']}, {machine['cores']} cores, {threads} threads, torch {torch.__version__}")
-    print(f"data: {config.dataset}, {len(splits.train_y)} train / {len(splits.val_y)} val images {shape}; "
-          f"space of {args.config}{' with block_types ' + ','.join(kinds) if kinds else ''}; {args.n} architectures, {args.epochs} epochs")
+    print(
+        f"data: {config.dataset}, {len(splits.train_y)} train / {len(splits.val_y)} val images {shape}; "
+        f"space of {args.config}{' with block_types ' + ','.join(kinds) if kinds else ''}; "
+        f"{args.n} architectures, {args.epochs} epochs"
+    )
 
     xb, y = next(iter(Batches(splits.train_x, splits.train_y, args.batch, shuffle=True, seed=args.seed)))
     x = Preprocess(splits.mean, splits.std)(xb)  # the proxies' batch: normalised, not augmented, the same for all
@@ -177,21 +205,33 @@ def main() -> None:
     start = time.perf_counter()
     rows = []
     for i, (params, arch, train) in enumerate(sample(space, t, data, shape, args.n, args.seed)):
-        rows.append({**score_and_train(i, arch, train, splits, x, y, args, t.schedule, t.precision, t.eval_batch_size), "params_sampled": params})
+        rows.append(
+            {
+                **score_and_train(i, arch, train, splits, x, y, args, t.schedule, t.precision, t.eval_batch_size),
+                "params_sampled": params,
+            }
+        )
         r = rows[-1]
         acc = "diverged" if r["val_acc"] is None else f"val_acc {r['val_acc']:.4f}"
-        print(f"[{i + 1}/{args.n}] {r['arch']}: {acc} in {r['train_s']:.1f}s; "
-              + ", ".join(f"{k} {r[k]:.4g} ({r[k + '_ms']:.0f} ms)" for k in PROXIES), flush=True)
+        print(
+            f"[{i + 1}/{args.n}] {r['arch']}: {acc} in {r['train_s']:.1f}s; "
+            + ", ".join(f"{k} {r[k]:.4g} ({r[k + '_ms']:.0f} ms)" for k in PROXIES),
+            flush=True,
+        )
     minutes = (time.perf_counter() - start) / 60
 
     trained = [r for r in rows if r["val_acc"] is not None]
     if len(trained) < 4:
-        raise SystemExit(f"zero_cost: only {len(trained)} of {args.n} architectures trained without diverging: no correlation to report")
+        raise SystemExit(
+            f"zero_cost: only {len(trained)} of {args.n} architectures trained without diverging: no correlation to report"
+        )
     keys = [*PROXIES, *REFERENCES]
     corr = correlations(trained, keys, args.bootstrap, args.seed)
     proxy_ms = {k: statistics.median(r[f"{k}_ms"] for r in rows) for k in PROXIES}
-    print(f"\nSpearman rho with validation accuracy after {args.epochs} epochs ({len(trained)} architectures; "
-          f"{args.n - len(trained)} diverged, left out):")
+    print(
+        f"\nSpearman rho with validation accuracy after {args.epochs} epochs ({len(trained)} architectures; "
+        f"{args.n - len(trained)} diverged, left out):"
+    )
     print(f"{'':<11}{'rho':>7}{'95% bootstrap':>18}{'1st half':>10}{'2nd half':>10}{'median ms':>11}")
     for k in keys:
         c = corr[k]
@@ -200,19 +240,44 @@ def main() -> None:
         print(f"{k:<11}{c['rho']:>7.3f}{ci:>18}{c['halves'][0]:>10.3f}{c['halves'][1]:>10.3f}{ms}")
 
     result = {
-        "bench": "zero_cost", "command": command, "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "git_commit": git_commit(), "machine": machine, "torch": torch.__version__, "settings": vars(args),
-        "dataset": config.dataset, "n_train": len(splits.train_y), "n_val": len(splits.val_y), "input_shape": list(shape),
-        "minutes": round(minutes, 2), "proxy_median_ms": proxy_ms, "correlations": corr, "rows": rows,
+        "bench": "zero_cost",
+        "command": command,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "git_commit": git_commit(),
+        "machine": machine,
+        "torch": torch.__version__,
+        "settings": vars(args),
+        "dataset": config.dataset,
+        "n_train": len(splits.train_y),
+        "n_val": len(splits.val_y),
+        "input_shape": list(shape),
+        "minutes": round(minutes, 2),
+        "proxy_median_ms": proxy_ms,
+        "correlations": corr,
+        "rows": rows,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(finite(result), indent=1) + "\n")
     print(f"wrote {out}")
     best = max(PROXIES, key=lambda k: corr[k]["rho"] if math.isfinite(corr[k]["rho"]) else -math.inf)
-    print("RESULT " + " ".join([f"n={args.n}", f"trained={len(trained)}", f"diverged={args.n - len(trained)}", f"epochs={args.epochs}",
-                                f"train={len(splits.train_y)}", f"val={len(splits.val_y)}", *(f"rho_{k}={corr[k]['rho']:.3f}" for k in keys),
-                                f"best_proxy={best}", *(f"{k}_ms={proxy_ms[k]:.0f}" for k in PROXIES), f"minutes={minutes:.1f}"]))
+    print(
+        "RESULT "
+        + " ".join(
+            [
+                f"n={args.n}",
+                f"trained={len(trained)}",
+                f"diverged={args.n - len(trained)}",
+                f"epochs={args.epochs}",
+                f"train={len(splits.train_y)}",
+                f"val={len(splits.val_y)}",
+                *(f"rho_{k}={corr[k]['rho']:.3f}" for k in keys),
+                f"best_proxy={best}",
+                *(f"{k}_ms={proxy_ms[k]:.0f}" for k in PROXIES),
+                f"minutes={minutes:.1f}",
+            ]
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,13 @@ from bonas.urls import sqlite_path
 
 log = logging.getLogger("bonas.artifacts")
 
-SAFE_MIMETYPES = {"image/png": ".png", "application/json": ".json", "application/octet-stream": ".pt", "text/csv": ".csv", "text/plain": ".txt"}
+SAFE_MIMETYPES = {
+    "image/png": ".png",
+    "application/json": ".json",
+    "application/octet-stream": ".pt",
+    "text/csv": ".csv",
+    "text/plain": ".txt",
+}
 KIND_PREFIX = "trial-"  # file names: trial-<n>-weights.pt, trial-<n>-arch.json, trial-<n>-curve.png
 
 
@@ -67,16 +73,33 @@ class Keeper:
         from bonas.checkpoint import make_checkpoint, save_checkpoint
 
         ckpt = make_checkpoint(
-            module.net, prepared.arch, splits.input_shape, splits.classes, splits.mean, splits.std,
-            study=study.study_name, trial=trial.number, params=trial.params, val_acc=value, epochs=len(module.history),
-            train=prepared.train.to_dict(), dataset=splits.name,
+            module.net,
+            prepared.arch,
+            splits.input_shape,
+            splits.classes,
+            splits.mean,
+            splits.std,
+            study=study.study_name,
+            trial=trial.number,
+            params=trial.params,
+            val_acc=value,
+            epochs=len(module.history),
+            train=prepared.train.to_dict(),
+            dataset=splits.name,
         )
         with tempfile.TemporaryDirectory(prefix="bonas-artifacts-") as tmp:
             stem = Path(tmp) / f"{KIND_PREFIX}{trial.number}"
             weights = save_checkpoint(ckpt, f"{stem}-weights.pt")
-            upload_artifact(artifact_store=self.store, file_path=str(weights), study_or_trial=trial, mimetype="application/octet-stream")
+            upload_artifact(
+                artifact_store=self.store, file_path=str(weights), study_or_trial=trial, mimetype="application/octet-stream"
+            )
             arch = Path(f"{stem}-arch.json")
-            arch.write_text(json.dumps({"arch": prepared.arch.to_dict(), "train": prepared.train.to_dict(), "line": prepared.arch.describe()}, indent=1))
+            arch.write_text(
+                json.dumps(
+                    {"arch": prepared.arch.to_dict(), "train": prepared.train.to_dict(), "line": prepared.arch.describe()},
+                    indent=1,
+                )
+            )
             upload_artifact(artifact_store=self.store, file_path=str(arch), study_or_trial=trial, mimetype="application/json")
             if self.curves and module.history:
                 curve = learning_curve_png(module.history, module.loss_history, Path(f"{stem}-curve.png"), trial.number)

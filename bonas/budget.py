@@ -51,8 +51,10 @@ class BudgetStatus:
 
     def describe(self) -> str:
         if self.spent == Spent.SPACE:
-            return (f"the space looks exhausted: the last {EXHAUSTED_AFTER} proposals repeated finished trials "
-                    f"({self.finished} trials trained)")
+            return (
+                f"the space looks exhausted: the last {EXHAUSTED_AFTER} proposals repeated finished trials "
+                f"({self.finished} trials trained)"
+            )
         if self.spent == Spent.TIME:
             return f"the study's timeout of {self.timeout:g}s is spent ({self.finished} of {self.n_trials} trials finished)"
         if self.spent == Spent.TRIALS:
@@ -94,7 +96,9 @@ def budget_status(trials: list[FrozenTrial], n_trials: int, timeout: float) -> B
     finished + running configurations are fewer than ``n_trials`` (an ASHA promotion is no new one)."""
     c = promotion.count(trials)
     elapsed = study_elapsed(trials) if timeout else 0.0
-    status = dict(finished=c.finished, running=c.running_all, waiting=c.waiting, elapsed=elapsed, n_trials=n_trials, timeout=timeout)
+    status = dict(
+        finished=c.finished, running=c.running_all, waiting=c.waiting, elapsed=elapsed, n_trials=n_trials, timeout=timeout
+    )
     if timeout and elapsed >= timeout:
         return BudgetStatus(Verdict.DONE, spent=Spent.TIME, **status)
     if c.finished >= n_trials and c.running_all == 0:
@@ -113,8 +117,16 @@ class Claim:
     reaped: tuple[Failed, ...] = ()  # dead workers' trials failed (and requeued) on the way
 
 
-def claim_trial(study: optuna.Study, storage: BonasStorage, lock: StudyLock, n_trials: int, timeout: float,
-                reaper: str = "", max_retry: int = 0, asha: tuple[list[int], int] | None = None) -> Claim:
+def claim_trial(
+    study: optuna.Study,
+    storage: BonasStorage,
+    lock: StudyLock,
+    n_trials: int,
+    timeout: float,
+    reaper: str = "",
+    max_retry: int = 0,
+    asha: tuple[list[int], int] | None = None,
+) -> Claim:
     """Under the study lock, in one step: reap dead workers' trials, take the budget's verdict and claim a
     trial, already RUNNING with its first heartbeat (never seen silent): with ``asha`` = (rungs, eta), a
     promotion of a paused trial first (bonas.promotion), else a new or queued trial if the budget is open."""
@@ -151,8 +163,15 @@ def requeue(study: optuna.Study, failed: FrozenTrial, max_retry: int) -> bool:
             return True
     system_attrs = {**failed.system_attrs, R.SYS_FAILED_TRIAL: history[0], R.SYS_RETRY_HISTORY: history}
     user_attrs = {k: v for k, v in failed.user_attrs.items() if k not in R.RUN_ATTRS}
-    study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, params=failed.params, distributions=failed.distributions,
-                                              user_attrs=user_attrs, system_attrs=system_attrs))
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.WAITING,
+            params=failed.params,
+            distributions=failed.distributions,
+            user_attrs=user_attrs,
+            system_attrs=system_attrs,
+        )
+    )
     return True
 
 
@@ -163,7 +182,9 @@ class Failed:
     requeued: bool  # False when it was retried max_retry times already
 
 
-def fail_and_requeue(study: optuna.Study, lock: StudyLock, trial: optuna.Trial | FrozenTrial, reason: str, max_retry: int) -> Failed | None:
+def fail_and_requeue(
+    study: optuna.Study, lock: StudyLock, trial: optuna.Trial | FrozenTrial, reason: str, max_retry: int
+) -> Failed | None:
     """End a RUNNING trial as FAIL with ``reason`` and queue its params again, under the study lock;
     None when it had already ended (a peer failed it first)."""
     with lock():
@@ -188,8 +209,14 @@ def _reap(study: optuna.Study, storage: BonasStorage, reaper: str, max_retry: in
     grace = storage.grace_period or 2 * (storage.heartbeat_interval or 1)
     reaped = []
     for stale in storage.stale_trials(study_id(study)):
-        silence = f"no heartbeat for {stale.silent_for:.0f}s" if stale.had_heartbeat else f"no heartbeat at all in {stale.silent_for:.0f}s"
-        failed = _fail_and_requeue(study, stale.trial_id, f"worker lost: {silence} (grace period {grace}s); reaped by {reaper}", max_retry)
+        silence = (
+            f"no heartbeat for {stale.silent_for:.0f}s"
+            if stale.had_heartbeat
+            else f"no heartbeat at all in {stale.silent_for:.0f}s"
+        )
+        failed = _fail_and_requeue(
+            study, stale.trial_id, f"worker lost: {silence} (grace period {grace}s); reaped by {reaper}", max_retry
+        )
         if failed is not None:
             reaped.append(failed)
     return reaped

@@ -30,8 +30,10 @@ class Paused(Exception):
     """ASHA: the trial stopped at a rung, below the top 1/eta there; its state is saved for a promotion."""
 
     def __init__(self, epochs: int, rank: int, peers: int, eta: int):
-        super().__init__(f"paused at epoch {epochs}: rank {rank} of the {peers} trials at this rung, not in the top 1/{eta} "
-                         "yet; promoted later if it gets there")
+        super().__init__(
+            f"paused at epoch {epochs}: rank {rank} of the {peers} trials at this rung, not in the top 1/{eta} "
+            "yet; promoted later if it gets there"
+        )
         self.epochs = epochs
 
 
@@ -39,8 +41,10 @@ class TimeSpent(Exception):
     """The time budget ran out: the trial stops at this epoch boundary (and is requeued to go on later)."""
 
     def __init__(self, epochs: int, max_epochs: int, what: str):
-        super().__init__(f"stopped after epoch {epochs} of {max_epochs}: {what} is spent; requeued, it goes on from its "
-                         "checkpoint when the budget allows")
+        super().__init__(
+            f"stopped after epoch {epochs} of {max_epochs}: {what} is spent; requeued, it goes on from its "
+            "checkpoint when the budget allows"
+        )
 
 
 class StateSaver(Callback):
@@ -57,8 +61,9 @@ class StateSaver(Callback):
             path = Path(tmp) / state_name(self.trial.number)
             trainer.save_checkpoint(path)
             if self.artifact_id is None:
-                self.artifact_id = upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=self.trial,
-                                                   mimetype="application/octet-stream")
+                self.artifact_id = upload_artifact(
+                    artifact_store=self.store, file_path=str(path), study_or_trial=self.trial, mimetype="application/octet-stream"
+                )
             else:  # the same artifact, overwritten: the trial lists one state, not one per epoch
                 with open(path, "rb") as f:
                     self.store.write(self.artifact_id, f)
@@ -74,7 +79,9 @@ class TrialGuard(Callback):
         frozen = self.trial.storage.get_trial(trial_id(self.trial))
         if frozen.state != TrialState.RUNNING:
             why = frozen.user_attrs.get(R.REASON) or "no reason recorded"
-            raise TrialAbandoned(f"a peer failed trial {self.trial.number} while this worker was away ({why}); its params were requeued")
+            raise TrialAbandoned(
+                f"a peer failed trial {self.trial.number} while this worker was away ({why}); its params were requeued"
+            )
 
 
 class PruningCallback(PyTorchLightningPruningCallback):
@@ -140,11 +147,15 @@ class CostAwarePruning(Callback):
             return  # the last epoch: pruning now would save nothing
         threshold = self.threshold(R.records(self.trial.study.get_trials(deepcopy=False, states=R.FINISHED)), epoch)
         if threshold is not None and acc < threshold:
-            raise optuna.TrialPruned(f"pruned at epoch {epoch}: val_acc {acc:.4f} < {threshold:.4f}, the "
-                                     f"{self.percentile:g}th percentile of trials costing <= {self.cost:g}")
+            raise optuna.TrialPruned(
+                f"pruned at epoch {epoch}: val_acc {acc:.4f} < {threshold:.4f}, the "
+                f"{self.percentile:g}th percentile of trials costing <= {self.cost:g}"
+            )
 
     def threshold(self, finished: list[R.TrialRecord], epoch: int) -> float | None:
-        peers = [r.curve[epoch] for r in finished if r.trained and r.cost is not None and r.cost <= self.cost and len(r.curve) > epoch]
+        peers = [
+            r.curve[epoch] for r in finished if r.trained and r.cost is not None and r.cost <= self.cost and len(r.curve) > epoch
+        ]
         if len(peers) < max(1, self.n_startup):
             return None
         return float(np.percentile(peers, self.percentile))

@@ -60,7 +60,9 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     except Exception as err:
         raise BonasError(f"{path}: not a bonas checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise BonasError(f"{path}: not a bonas checkpoint (format {ckpt.get('format') if isinstance(ckpt, dict) else type(ckpt).__name__!r})")
+        raise BonasError(
+            f"{path}: not a bonas checkpoint (format {ckpt.get('format') if isinstance(ckpt, dict) else type(ckpt).__name__!r})"
+        )
     arch = ArchSpec.from_dict(ckpt["arch"])
     net = build_model(arch, tuple(ckpt["input_shape"]), len(ckpt["classes"]))
     net.load_state_dict(ckpt["state_dict"])

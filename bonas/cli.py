@@ -144,21 +144,44 @@ class Slurm:
     def add_arguments(p: argparse.ArgumentParser) -> None:
         _add_study(p, "config")
         p.add_argument("--workers", type=_positive_int, required=True, help="array tasks, one bonas worker each")
-        p.add_argument("--gpus-per-worker", type=int, choices=(0, 1), default=0, help="0 or 1: a worker trains on one device (default 0)")
-        p.add_argument("--cpus-per-worker", type=_positive_int, default=1, help="cores per task, also the worker's torch threads (default 1)")
-        p.add_argument("--time", type=_slurm_time, help="time limit per task (Slurm format: 90, 2:00:00, 1-12:00:00); default the partition's")
+        p.add_argument(
+            "--gpus-per-worker", type=int, choices=(0, 1), default=0, help="0 or 1: a worker trains on one device (default 0)"
+        )
+        p.add_argument(
+            "--cpus-per-worker", type=_positive_int, default=1, help="cores per task, also the worker's torch threads (default 1)"
+        )
+        p.add_argument(
+            "--time",
+            type=_slurm_time,
+            help="time limit per task (Slurm format: 90, 2:00:00, 1-12:00:00); default the partition's",
+        )
         p.add_argument("--partition", help="Slurm partition (default: the cluster's default)")
         _add_storage(p)
-        p.add_argument("--requeue", action=argparse.BooleanOptionalAction, default=True,
-                       help="let Slurm requeue a task after node failure or preemption; it rejoins the study (default: yes)")
-        p.add_argument("--dry-run", action="store_true", help="print the job script; check nothing remote, write and submit nothing")
+        p.add_argument(
+            "--requeue",
+            action=argparse.BooleanOptionalAction,
+            default=True,
+            help="let Slurm requeue a task after node failure or preemption; it rejoins the study (default: yes)",
+        )
+        p.add_argument(
+            "--dry-run", action="store_true", help="print the job script; check nothing remote, write and submit nothing"
+        )
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         from bonas.slurm import slurm_command
 
-        return slurm_command(args.config, args.workers, args.cpus_per_worker, args.gpus_per_worker, args.time, args.partition,
-                             args.storage, args.requeue, args.dry_run)
+        return slurm_command(
+            args.config,
+            args.workers,
+            args.cpus_per_worker,
+            args.gpus_per_worker,
+            args.time,
+            args.partition,
+            args.storage,
+            args.requeue,
+            args.dry_run,
+        )
 
 
 def _slurm_time(text: str) -> str:
@@ -239,7 +262,9 @@ class Dashboard:
         _add_study(p)
         p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
         p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
-        p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host (the dashboard has no authentication)")
+        p.add_argument(
+            "--allow-remote", action="store_true", help="allow a non-loopback --host (the dashboard has no authentication)"
+        )
         _add_storage(p)
         p.add_argument("-q", "--quiet", action="store_true", help="no request log")
 
@@ -307,7 +332,9 @@ class Retrain:
         _add_study(p)
         p.add_argument("--trial", type=int, help="trial number (default: the best completed trial)")
         p.add_argument("--epochs", type=_positive_int, help="epochs (default: 3x the search's epochs per trial)")
-        p.add_argument("--search-data", action="store_true", help="train on the search's train/val subsets, not the whole training split")
+        p.add_argument(
+            "--search-data", action="store_true", help="train on the search's train/val subsets, not the whole training split"
+        )
         p.add_argument("--full-data", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old scripts
         p.add_argument("--out", help="checkpoint path (default checkpoints/<study>-trial<N>.pt)")
         p.add_argument("--data-dir", help="where data sets are found or downloaded")
@@ -383,7 +410,9 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bonas", description="Bayesian-optimisation neural architecture search (Optuna + Lightning).")
+    parser = argparse.ArgumentParser(
+        prog="bonas", description="Bayesian-optimisation neural architecture search (Optuna + Lightning)."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, cmd in COMMANDS.items():
         p = sub.add_parser(name, help=cmd.help, description=cmd.help)
@@ -410,4 +439,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

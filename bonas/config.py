@@ -146,7 +146,9 @@ class ObjectiveConfig:
 
 @dataclass
 class FinalConfig:
-    search_share: float = 0.5  # bonas run: the share of --budget spent searching, the rest trains the winner (README "Results per budget")
+    search_share: float = (
+        0.5  # bonas run: the share of --budget spent searching, the rest trains the winner (README "Results per budget")
+    )
     train_subset: int = 0  # images the final model trains on (class-balanced); 0 = the whole training split, train + validation
     epochs_multiple: int = 3  # bonas retrain without --epochs: this many times the search's epochs per trial
 
@@ -440,7 +442,10 @@ def _validate(c: StudyConfig, raw: dict[str, Any], source: str) -> None:
     if o.latency_time_s < 0:
         fail("objective.latency_time_s", f"must be >= 0 seconds, got {o.latency_time_s}")
     if not 0.0 < c.final.search_share < 1.0:
-        fail("final.search_share", f"must be between 0 and 1 (the rest of the budget trains the winner), got {c.final.search_share}")
+        fail(
+            "final.search_share",
+            f"must be between 0 and 1 (the rest of the budget trains the winner), got {c.final.search_share}",
+        )
     if c.final.train_subset < 0:
         fail("final.train_subset", f"must be >= 0 (0 = the whole training split), got {c.final.train_subset}")
     if c.final.epochs_multiple < 1:
@@ -479,7 +484,10 @@ def _validate_space(fail: Any, where: str, s: SpaceConfig) -> None:
     _choices(fail, f"{where}.width_multipliers", s.width_multipliers)
     for m in s.width_multipliers:
         if not m > 0:
-            fail(f"{where}.width_multipliers", f"multipliers must be > 0 (a width becomes max(1, round(width * multiplier))), got {m}")
+            fail(
+                f"{where}.width_multipliers",
+                f"multipliers must be > 0 (a width becomes max(1, round(width * multiplier))), got {m}",
+            )
     _choices(fail, f"{where}.block_types", s.block_types, allowed=BLOCK_TYPES)
     _choices(fail, f"{where}.kernel_sizes", s.kernel_sizes, positive=True)
     for k in s.kernel_sizes:

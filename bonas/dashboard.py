@@ -1,9 +1,9 @@
 """optuna-dashboard for bonas studies, served safely.
 
 ``serve`` starts the dashboard on the study's storage and artifact store (the notes it shows are written
-by bonas.notes), on 127.0.0.1 unless told otherwise, behind a small WSGI filter: artifacts are served only as PNG/JPEG/JSON/CSV/text or as downloads (never as HTML or SVG,
-which could run script in the dashboard's origin), uploads of other types are refused, and the
-"any origin may read" CORS header is dropped.
+by bonas.notes), on 127.0.0.1 unless told otherwise, behind a small WSGI filter: artifacts are served only
+as PNG/JPEG/JSON/CSV/text or as downloads (never as HTML or SVG, which could run script in the dashboard's
+origin), uploads of other types are refused, and the "any origin may read" CORS header is dropped.
 """
 
 from __future__ import annotations
@@ -55,11 +55,17 @@ class SafeArtifacts:
         artifact_id = path.rstrip("/").rsplit("/", 1)[-1]
         if not ARTIFACT_ID.fullmatch(artifact_id) or ".." in path:  # never a path: artifact ids are uuids
             body = b"No such artifact."
-            start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", str(len(body))), ("X-Content-Type-Options", "nosniff")])
+            start_response(
+                "404 Not Found",
+                [("Content-Type", "text/plain"), ("Content-Length", str(len(body))), ("X-Content-Type-Options", "nosniff")],
+            )
             return [body]
         if not os.path.isfile(os.path.join(self.artifact_dir, artifact_id)):
             body = b"This artifact was removed: bonas keeps the files of the top-k trials only (artifacts.keep_top_k)."
-            start_response("410 Gone", [("Content-Type", "text/plain"), ("Content-Length", str(len(body))), ("X-Content-Type-Options", "nosniff")])
+            start_response(
+                "410 Gone",
+                [("Content-Type", "text/plain"), ("Content-Length", str(len(body))), ("X-Content-Type-Options", "nosniff")],
+            )
             return [body]
 
         def filtered_start(status, headers, exc_info=None):
@@ -129,13 +135,23 @@ def run_dashboard(opened: Opened, host: str, port: int, allow_remote: bool, quie
     from bonas.artifacts import artifact_dir
 
     if not is_loopback(host) and not allow_remote:
-        raise UsageError(f"--host {host} would expose the dashboard, which has no authentication, beyond this machine; "
-                         "add --allow-remote if you mean it (or tunnel: ssh -L 8080:127.0.0.1:8080 host)")
+        raise UsageError(
+            f"--host {host} would expose the dashboard, which has no authentication, beyond this machine; "
+            "add --allow-remote if you mean it (or tunnel: ssh -L 8080:127.0.0.1:8080 host)"
+        )
     folder = artifact_dir(opened.config, opened.url)
     folder.mkdir(parents=True, exist_ok=True)
     if not is_loopback(host):
-        print(f"bonas: warning: serving on {host}: anyone who can reach this port can read and change the study (no authentication)", file=sys.stderr)
-    print(f"optuna-dashboard for study {opened.study.study_name!r}: http://{host}:{port}/dashboard/ (artifacts: {folder}); Ctrl-C stops it", flush=True)
+        print(
+            f"bonas: warning: serving on {host}: anyone who can reach this port can read and change the study "
+            "(no authentication)",
+            file=sys.stderr,
+        )
+    print(
+        f"optuna-dashboard for study {opened.study.study_name!r}: http://{host}:{port}/dashboard/ (artifacts: {folder}); "
+        "Ctrl-C stops it",
+        flush=True,
+    )
     try:
         serve(storage_of(opened.study), folder, host, port, quiet=quiet)
     except OSError as err:

@@ -208,5 +208,3 @@ def random_crop(x: torch.Tensor, pad: int) -> torch.Tensor:
     batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
     chans = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
     return padded[batch, chans, rows, cols]
-
-

@@ -50,7 +50,6 @@ class RawData:
     source: str  # where it came from, for the study's records
 
 
-
 def data_dir(config: DataConfig) -> Path:
     if config.dir:
         return Path(config.dir).expanduser()
@@ -226,8 +225,14 @@ def _decode_idx(name: str, files: dict[str, Path], where: Path) -> RawData:
 # --- CIFAR-10/100: python pickle batches -----------------------------------------------------------
 
 CIFAR = {
-    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "batches.meta",
-                b"labels", b"label_names"),
+    "cifar10": (
+        "cifar-10-batches-py",
+        [f"data_batch_{i}" for i in range(1, 6)],
+        ["test_batch"],
+        "batches.meta",
+        b"labels",
+        b"label_names",
+    ),
     "cifar100": ("cifar-100-python", ["train"], ["test"], "meta", b"fine_labels", b"fine_label_names"),
 }
 
@@ -255,8 +260,11 @@ def _cifar_globals() -> dict[tuple[str, str], object]:
         from numpy._core import multiarray, numeric
     except ImportError:  # numpy 1.x before the rename
         from numpy.core import multiarray, numeric
-    allowed: dict[tuple[str, str], object] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
-                                              ("_codecs", "encode"): _latin1_encode}
+    allowed: dict[tuple[str, str], object] = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): _latin1_encode,
+    }
     for core in ("numpy.core", "numpy._core"):
         allowed[(f"{core}.multiarray", "_reconstruct")] = multiarray._reconstruct  # protocols 0-4
         allowed[(f"{core}.numeric", "_frombuffer")] = numeric._frombuffer  # protocol 5
@@ -276,8 +284,10 @@ class CifarUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         found = self.allowed.get((module, name))
         if found is None:
-            raise DataError(f"{self.path}: refused to unpickle global {module}.{name}: a CIFAR batch holds only dicts, lists, "
-                            "bytes and numpy arrays (bonas never runs code from a data file)")
+            raise DataError(
+                f"{self.path}: refused to unpickle global {module}.{name}: a CIFAR batch holds only dicts, lists, "
+                "bytes and numpy arrays (bonas never runs code from a data file)"
+            )
         return found
 
 

@@ -61,7 +61,9 @@ def export(checkpoint: str | Path, fmt: str, out: str | Path | None = None) -> t
             import onnx  # noqa: F401
         except ImportError:
             raise BonasError("ONNX export needs the onnx package: pip install 'bonas[onnx]'") from None
-        torch.onnx.export(model, (example,), str(path), dynamo=True, dynamic_shapes={"x": {0: batch}}, external_data=False, verbose=False)
+        torch.onnx.export(
+            model, (example,), str(path), dynamo=True, dynamic_shapes={"x": {0: batch}}, external_data=False, verbose=False
+        )
         run = _onnx_runner(path)
     check = torch.rand(5, *shape)
     with torch.no_grad():
@@ -69,7 +71,9 @@ def export(checkpoint: str | Path, fmt: str, out: str | Path | None = None) -> t
         got = run(check)
     diff = (expected - got).abs().max().item()
     if not diff <= TOLERANCE:
-        raise BonasError(f"{path}: the reloaded {fmt} model differs from the checkpoint by {diff:.3g} (> {TOLERANCE}); do not use it")
+        raise BonasError(
+            f"{path}: the reloaded {fmt} model differs from the checkpoint by {diff:.3g} (> {TOLERANCE}); do not use it"
+        )
     return path, diff
 
 
@@ -119,4 +123,3 @@ def predict(checkpoint: str | Path, images: list[str], top: int = 3) -> list[tup
         values, idx = p.topk(min(top, len(classes)))
         out.append((path, [(classes[i], v) for i, v in zip(idx.tolist(), values.tolist(), strict=True)]))
     return out
-

@@ -25,7 +25,9 @@ def annotation(r: R.TrialRecord, promoted_to: dict[int, int]) -> str:
     if r.promoted_from is not None or r.resumed_at:
         notes.append(f"from #{r.promoted_from if r.promoted_from is not None else r.retry_of} at epoch {r.resumed_at}")
     if r.paused_at:
-        notes.append(f"paused at epoch {r.paused_at}" + (f", promoted to #{promoted_to[r.number]}" if r.number in promoted_to else ""))
+        notes.append(
+            f"paused at epoch {r.paused_at}" + (f", promoted to #{promoted_to[r.number]}" if r.number in promoted_to else "")
+        )
     if r.screen.get("rejected"):
         notes.append(f"screened out ({r.screen['proxy']})")
     elif r.state in (TrialState.FAIL, TrialState.WAITING) and r.reason:
@@ -53,7 +55,9 @@ def leaderboard(study: optuna.Study, top: int | None = None, budget: int | None 
         lines.append(f"... {len(recs) - len(rows)} more (bonas trials {study.study_name} --top 0 shows all)")
     waiting = sum(r.state == TrialState.WAITING for r in recs)
     if waiting and budget is not None and sum(r.finished for r in recs) >= budget:
-        lines.append(f"{waiting} queued trials stay WAITING: the budget of {budget} trials is spent (raise --n-trials to run them)")
+        lines.append(
+            f"{waiting} queued trials stay WAITING: the budget of {budget} trials is spent (raise --n-trials to run them)"
+        )
     return "\n".join(lines)
 
 
@@ -109,7 +113,9 @@ class Progress:
         self.seen.update(r.number for r in new)
         if self.bar is not None:
             self.bar.n = min(done, self.total or done)
-            self.bar.set_postfix_str(f"best {best:.4f}, pruned {pruned}, failed {failed}" if best is not None else f"pruned {pruned}, failed {failed}")
+            self.bar.set_postfix_str(
+                f"best {best:.4f}, pruned {pruned}, failed {failed}" if best is not None else f"pruned {pruned}, failed {failed}"
+            )
             self.bar.refresh()
             return
         for r in sorted(new, key=lambda r: r.number):

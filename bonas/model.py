@@ -35,7 +35,9 @@ def build_model(spec: ArchSpec, input_shape: tuple[int, int, int], n_classes: in
         else:
             for j in range(block.convs):
                 if block.kind == "separable":
-                    layers.append((f"b{i}_sep{j}", SeparableConv2d(channels, block.width, block.kernel, bias=not block.batch_norm)))
+                    layers.append(
+                        (f"b{i}_sep{j}", SeparableConv2d(channels, block.width, block.kernel, bias=not block.batch_norm))
+                    )
                 else:
                     layers.append((f"b{i}_conv{j}", _conv(channels, block.width, block.kernel, block.batch_norm)))
                 if block.batch_norm:
@@ -76,10 +78,14 @@ class SeparableConv2d(nn.Sequential):
     """A depthwise kxk conv (one filter per input channel, no bias) then a pointwise 1x1 conv."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int, bias: bool):
-        super().__init__(OrderedDict([
-            ("depthwise", nn.Conv2d(c_in, c_in, kernel, padding=kernel // 2, groups=c_in, bias=False)),
-            ("pointwise", nn.Conv2d(c_in, c_out, 1, bias=bias)),
-        ]))
+        super().__init__(
+            OrderedDict(
+                [
+                    ("depthwise", nn.Conv2d(c_in, c_in, kernel, padding=kernel // 2, groups=c_in, bias=False)),
+                    ("pointwise", nn.Conv2d(c_in, c_out, 1, bias=bias)),
+                ]
+            )
+        )
 
 
 class ResidualBlock(nn.Module):
@@ -167,6 +173,7 @@ def summarize(net: nn.Sequential, input_shape: tuple[int, int, int]) -> list[Lay
     def record(name: str):
         def hook(module: nn.Module, args: Any, output: torch.Tensor) -> None:
             shapes[name] = tuple(output.shape[1:])
+
         return hook
 
     children = list(net.named_children())
@@ -183,7 +190,9 @@ def summarize(net: nn.Sequential, input_shape: tuple[int, int, int]) -> list[Lay
     counts = counter.get_flop_counts()
     root = type(net).__name__
     return [
-        LayerRow(name, type(layer).__name__, shapes[name], count_params(layer), int(sum(counts.get(f"{root}.{name}", {}).values())))
+        LayerRow(
+            name, type(layer).__name__, shapes[name], count_params(layer), int(sum(counts.get(f"{root}.{name}", {}).values()))
+        )
         for name, layer in children
     ]
 
@@ -201,8 +210,9 @@ def format_summary(rows: list[LayerRow]) -> str:
     return "\n".join(lines)
 
 
-def measure_latency(net: nn.Module, input_shape: tuple[int, int, int], batch: int, device: torch.device | str = "cpu",
-                    min_time_s: float = 0.1) -> float:
+def measure_latency(
+    net: nn.Module, input_shape: tuple[int, int, int], batch: int, device: torch.device | str = "cpu", min_time_s: float = 0.1
+) -> float:
     """Median milliseconds of one inference batch (eval mode, no grad), warmed up, on ``device``.
 
     ``torch.utils.benchmark`` runs the warm-up, synchronises CUDA and repeats in blocks for at least

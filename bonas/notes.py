@@ -66,7 +66,8 @@ def study_note(config_dict: dict[str, Any], data_info: dict[str, Any], command: 
         f"input {'×'.join(map(str, data_info.get('input_shape', [])))}, {data_info.get('n_classes')} classes",
         f"- **sampler** {config_dict.get('sampler', {}).get('name')}, **pruner** {config_dict.get('pruner', {}).get('name')}, "
         f"**epochs per trial** {config_dict.get('training', {}).get('max_epochs')}",
-        f"- **space** blocks {space.get('n_blocks')}, widths {space.get('widths') or space.get('width_range')}, kernels {space.get('kernel_sizes')}, "
+        f"- **space** blocks {space.get('n_blocks')}, widths {space.get('widths') or space.get('width_range')}, "
+        f"kernels {space.get('kernel_sizes')}, "
         f"pooling {space.get('pooling')}, heads {space.get('heads')}, dense layers {space.get('dense_layers')}",
         f"- **reproduce** `{command}`",
         "",

@@ -70,7 +70,9 @@ class Prepared:
     key: str
 
     def cost(self, metric: str) -> float:
-        return {"params": float(self.params), "flops": float(self.flops), "latency": self.latency_ms.get("1", float("nan"))}[metric]
+        return {"params": float(self.params), "flops": float(self.flops), "latency": self.latency_ms.get("1", float("nan"))}[
+            metric
+        ]
 
 
 @dataclass
@@ -99,8 +101,13 @@ def is_out_of_memory(err: BaseException) -> bool:
 class Objective:
     """Runs trials for one worker: holds the data (loaded once), the config and where states are kept."""
 
-    def __init__(self, config: StudyConfig, splits: Splits, verbose: bool = False,
-                 states: tuple[FileSystemArtifactStore, Path] | None = None):
+    def __init__(
+        self,
+        config: StudyConfig,
+        splits: Splits,
+        verbose: bool = False,
+        states: tuple[FileSystemArtifactStore, Path] | None = None,
+    ):
         self.config = config
         self.splits = splits
         self.verbose = verbose
@@ -110,7 +117,9 @@ class Objective:
         self.multi = len(o.metrics) > 1
         self.latency_time = o.latency_time_s or (0.05 if ("latency" in o.metrics or o.max_latency_ms) else 0.0)
         pr = config.pruner
-        self.rungs = promotion.rungs(pr.min_resource, pr.reduction_factor, config.training.max_epochs) if pr.name == "asha" else []
+        self.rungs = (
+            promotion.rungs(pr.min_resource, pr.reduction_factor, config.training.max_epochs) if pr.name == "asha" else []
+        )
 
     def prepare(self, trial: optuna.trial.BaseTrial, seed: int) -> Prepared:
         s = self.splits
@@ -124,7 +133,9 @@ class Objective:
             net.to(self.device)
             latency = {str(b): round(measure_latency(net, s.input_shape, b, self.device, self.latency_time), 4) for b in (1, 64)}
             net.to("cpu")
-        return Prepared(arch, train, net, count_params(net), sum(r.flops for r in rows), seed, rows, latency, spec_key(arch, train))
+        return Prepared(
+            arch, train, net, count_params(net), sum(r.flops for r in rows), seed, rows, latency, spec_key(arch, train)
+        )
 
     def record(self, trial: optuna.Trial, p: Prepared) -> None:
         attrs: dict[str, Any] = {
@@ -151,7 +162,11 @@ class Objective:
         """Every configured limit goes through Trial.set_constraint (value - limit; <= 0 is feasible), so
         the sampler learns where the feasible region is; the broken ones are returned."""
         o = self.config.objective
-        limits = [("params", o.max_params, p.params), ("flops", o.max_flops, p.flops), ("latency_ms", o.max_latency_ms, p.latency_ms.get("1"))]
+        limits = [
+            ("params", o.max_params, p.params),
+            ("flops", o.max_flops, p.flops),
+            ("latency_ms", o.max_latency_ms, p.latency_ms.get("1")),
+        ]
         broken = []
         for name, limit, value in limits:
             if limit and value is not None:
@@ -189,25 +204,33 @@ class Objective:
         sc = self.config.screen
         x, y = screen.screen_batch(self.splits, sc.batch_size, self.config.seed)
         value = screen.score(p.net, x, y, sc.proxy)
-        verdict = screen.judge(value, sc.proxy, R.records(trial.study.get_trials(deepcopy=False)), sc.percentile, sc.n_startup_trials)
+        verdict = screen.judge(
+            value, sc.proxy, R.records(trial.study.get_trials(deepcopy=False)), sc.percentile, sc.n_startup_trials
+        )
         trial.set_user_attr(R.SCREEN, {**verdict.to_attr(), "rejected": verdict.rejected})
         if verdict.rejected:
             trial.set_user_attr(R.EPOCHS, 0)
             return Outcome(TrialState.PRUNED, None, verdict.reason(sc.percentile), p)
         return None
 
-    def fit(self, trial: optuna.Trial | None, p: Prepared, callbacks: list | None = None, resume: ResumePoint | None = None) -> Classifier:
+    def fit(
+        self, trial: optuna.Trial | None, p: Prepared, callbacks: list | None = None, resume: ResumePoint | None = None
+    ) -> Classifier:
         """Train ``p.net`` to max_epochs (from ``resume``'s state when given; pruned early through ``trial``)."""
         s, t = self.splits, self.config.training
         recipe = Recipe.of(t)
-        module = Classifier(p.net, p.train, Preprocess(s.mean, s.std, s.crop_pad, s.flip, self.config.data.cutout), t.max_epochs, recipe)
+        module = Classifier(
+            p.net, p.train, Preprocess(s.mean, s.std, s.crop_pad, s.flip, self.config.data.cutout), t.max_epochs, recipe
+        )
         callbacks = list(callbacks or [])
         trainer = make_trainer(t.max_epochs, callbacks, t.precision, self.verbose, recipe)
         train_batches = Batches(s.train_x, s.train_y, p.train.batch_size, shuffle=True, seed=p.seed)
         val_batches = Batches(s.val_x, s.val_y, t.eval_batch_size, shuffle=False)
         start = time.perf_counter()
         try:
-            trainer.fit(module, train_dataloaders=train_batches, val_dataloaders=val_batches, ckpt_path=resume.path if resume else None)
+            trainer.fit(
+                module, train_dataloaders=train_batches, val_dataloaders=val_batches, ckpt_path=resume.path if resume else None
+            )
         finally:
             if trial is not None:
                 trial.set_user_attr(R.EPOCHS, len(module.history) - (resume.epochs if resume else 0))
@@ -271,7 +294,12 @@ class Objective:
             except (torch.OutOfMemoryError, MemoryError, RuntimeError) as err:
                 if not is_out_of_memory(err):
                     raise
-                return Outcome(TrialState.FAIL, None, f"out of memory: {str(err).splitlines()[0][:300] if str(err) else type(err).__name__}", p)
+                return Outcome(
+                    TrialState.FAIL,
+                    None,
+                    f"out of memory: {str(err).splitlines()[0][:300] if str(err) else type(err).__name__}",
+                    p,
+                )
         return Outcome(TrialState.COMPLETE, self.values(module.history[-1], p), R.COMPLETED, p, module)
 
     def before_training(self, trial: optuna.Trial, p: Prepared) -> Outcome | None:

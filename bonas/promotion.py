@@ -49,8 +49,11 @@ def scores_at(recs: list[R.TrialRecord], epochs: int) -> list[tuple[float, int]]
     each: a promoted trial's continuation carries its earlier scores, so the paused trial is left out."""
     gone = superseded(recs)
     step = epochs - 1
-    return [(r.trial.intermediate_values[step], r.number) for r in recs
-            if r.number not in gone and r.state != TrialState.FAIL and step in r.trial.intermediate_values]
+    return [
+        (r.trial.intermediate_values[step], r.number)
+        for r in recs
+        if r.number not in gone and r.state != TrialState.FAIL and step in r.trial.intermediate_values
+    ]
 
 
 def rank_at(recs: list[R.TrialRecord], number: int, epochs: int) -> tuple[int, int]:
@@ -106,9 +109,14 @@ def promote(study: optuna.Study, source: R.TrialRecord) -> optuna.Trial:
     the study lock). Created RUNNING, not queued: ask() would pop the oldest WAITING trial instead."""
     t = source.trial
     system_attrs = {R.SYS_PROMOTED_FROM: t.number}
-    template = optuna.trial.create_trial(state=TrialState.WAITING, params=t.params, distributions=t.distributions,
-                                         user_attrs={k: v for k, v in t.user_attrs.items() if k not in R.RUN_ATTRS},
-                                         system_attrs=system_attrs, intermediate_values=t.intermediate_values)
+    template = optuna.trial.create_trial(
+        state=TrialState.WAITING,
+        params=t.params,
+        distributions=t.distributions,
+        user_attrs={k: v for k, v in t.user_attrs.items() if k not in R.RUN_ATTRS},
+        system_attrs=system_attrs,
+        intermediate_values=t.intermediate_values,
+    )
     storage = storage_of(study)
     tid = storage.create_new_trial(study_id(study), template_trial=template)
     storage.set_trial_state_values(tid, TrialState.RUNNING)

@@ -53,7 +53,8 @@ def show(opened: Opened, number: int) -> str:
     if stored is not None and ArchSpec.from_dict(stored) != arch:
         print("warning: the rebuilt architecture differs from the one stored on the trial", file=sys.stderr)
     lines = [
-        f"trial {t.number} of {opened.study.study_name!r}: {t.state.name}, val_acc {'-' if r.val_acc is None else f'{r.val_acc:.4f}'}",
+        f"trial {t.number} of {opened.study.study_name!r}: {t.state.name}, "
+        f"val_acc {'-' if r.val_acc is None else f'{r.val_acc:.4f}'}",
         f"  input {'x'.join(map(str, shape))}, {n_classes} classes ({dataset})",
         f"  architecture  {arch.describe()}",
         f"  training      {', '.join(f'{k}={v}' for k, v in dataclasses.asdict(train).items())}",

@@ -101,7 +101,11 @@ def _cost_figure(recs: list[R.TrialRecord], attr: str, label: str, folder: Path)
         return Figure(f"acc_vs_{attr}", f"validation accuracy against {label}", None, "no completed trial yet")
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    pruned = [(cost(r), r.val_acc) for r in recs if r.state == TrialState.PRUNED and r.trained and cost(r) is not None and r.val_acc is not None]
+    pruned = [
+        (cost(r), r.val_acc)
+        for r in recs
+        if r.state == TrialState.PRUNED and r.trained and cost(r) is not None and r.val_acc is not None
+    ]
     if pruned:
         ax.scatter(*zip(*pruned, strict=True), c="lightgray", s=18, label="pruned (last epoch)")
     ax.scatter(*zip(*complete, strict=True), c="tab:blue", s=22, label="complete")
@@ -126,15 +130,23 @@ def write_report(study: optuna.Study, folder: Path) -> Path:
     target = {} if single else {"target": lambda t: t.values[0], "target_name": "val_acc"}
     figures = [
         _optuna_figure("history", "best-so-far history", folder, lambda: ovm.plot_optimization_history(study, **target)),
-        _optuna_figure("intermediate", "learning curves (intermediate values)", folder, lambda: ovm.plot_intermediate_values(study))
-        if single else _curve_figure(recs, folder),
+        _optuna_figure(
+            "intermediate", "learning curves (intermediate values)", folder, lambda: ovm.plot_intermediate_values(study)
+        )
+        if single
+        else _curve_figure(recs, folder),
         _optuna_figure("importances", "parameter importances", folder, lambda: ovm.plot_param_importances(study, **target)),
-        _optuna_figure("parallel", "parallel coordinates (the most important parameters)", folder,
-                       lambda: ovm.plot_parallel_coordinate(study, params=top_params(study, 6), **target)),
+        _optuna_figure(
+            "parallel",
+            "parallel coordinates (the most important parameters)",
+            folder,
+            lambda: ovm.plot_parallel_coordinate(study, params=top_params(study, 6), **target),
+        ),
         _cost_figure(recs, R.PARAMS, "parameters", folder),
         _cost_figure(recs, R.FLOPS, "FLOPs per image", folder),
     ]
     if not single:
+
         def pareto():
             ax = ovm.plot_pareto_front(study)
             ax.set_yscale("log")  # params, FLOPs and latency span orders of magnitude
@@ -165,8 +177,18 @@ def top_params(study: optuna.Study, k: int) -> list[str]:
 
 def write_trials_csv(study: optuna.Study, path: Path) -> Path:
     """Optuna's own trials_dataframe (params, user attrs, states, durations), one row per trial."""
-    df = study.trials_dataframe(attrs=("number", "value" if len(study.directions) == 1 else "values", "state", "datetime_start",
-                                       "datetime_complete", "duration", "params", "user_attrs"))
+    df = study.trials_dataframe(
+        attrs=(
+            "number",
+            "value" if len(study.directions) == 1 else "values",
+            "state",
+            "datetime_start",
+            "datetime_complete",
+            "duration",
+            "params",
+            "user_attrs",
+        )
+    )
     df.to_csv(path, index=False)
     return path
 
@@ -195,20 +217,23 @@ def _html(study: optuna.Study, recs: list[R.TrialRecord], figures: list[Figure],
     config = study.user_attrs.get(R.STUDY_CONFIG, {})
     env = study.user_attrs.get(R.STUDY_ENV, {})
     state_line = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    sampler, pruner = config.get("sampler", {}).get("name", "?"), config.get("pruner", {}).get("name", "?")
+    torch_version, cpu = env.get("packages", {}).get("torch", "?"), env.get("cpu", "?")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>bonas report: {e(study.study_name)}</title>
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src 'self'; style-src 'unsafe-inline'">
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}figure{{display:inline-block;margin:.5em}}
-img{{max-width:560px;border:1px solid #ddd}}table{{border-collapse:collapse}}td,th{{padding:2px 8px;border-bottom:1px solid #eee;text-align:left}}
+img{{max-width:560px;border:1px solid #ddd}}table{{border-collapse:collapse}}
+td,th{{padding:2px 8px;border-bottom:1px solid #eee;text-align:left}}
 .missing{{color:#a00}}code{{font-size:90%}}</style></head><body>
 <h1>Study <code>{e(study.study_name)}</code></h1>
-<p>{len(recs)} trials ({e(state_line)}); dataset {e(str(config.get('dataset', '?')))}; sampler {e(str(config.get('sampler', {}).get('name', '?')))},
-pruner {e(str(config.get('pruner', {}).get('name', '?')))}; torch {e(str(env.get('packages', {}).get('torch', '?')))} on {e(str(env.get('cpu', '?')))}
-{e(', '.join(env.get('gpus', [])))}. Data: <a href="{e(csv_name)}">{e(csv_name)}</a>.</p>
-{''.join(figs)}
+<p>{len(recs)} trials ({e(state_line)}); dataset {e(str(config.get("dataset", "?")))}; sampler {e(str(sampler))},
+pruner {e(str(pruner))}; torch {e(str(torch_version))} on {e(str(cpu))}
+{e(", ".join(env.get("gpus", [])))}. Data: <a href="{e(csv_name)}">{e(csv_name)}</a>.</p>
+{"".join(figs)}
 <h2>Leaderboard</h2>
 <table><tr><th>rank</th><th>trial</th><th>state</th><th>val_acc</th><th>params</th><th>FLOPs</th><th>epochs</th><th>architecture</th></tr>
-{''.join(rows)}</table></body></html>
+{"".join(rows)}</table></body></html>
 """
 
 
@@ -228,7 +253,10 @@ def compare(studies: list[optuna.Study], path: Path) -> tuple[Path, str]:
         reached = next((n for n, b in curve if best is not None and b >= best), None)
         n_complete = sum(r.state == TrialState.COMPLETE for r in recs)
         n_pruned = sum(r.state == TrialState.PRUNED for r in recs)
-        lines.append(f"{study.study_name:<24}{len(recs):>7}{n_complete:>9}{n_pruned:>7}{'-' if best is None else f'{best:.4f}':>8}  {reached if reached is not None else '-'}")
+        shown = "-" if best is None else f"{best:.4f}"
+        lines.append(
+            f"{study.study_name:<24}{len(recs):>7}{n_complete:>9}{n_pruned:>7}{shown:>8}  {'-' if reached is None else reached}"
+        )
     ax.set_xlabel("trial")
     ax.set_ylabel("best validation accuracy so far")
     ax.grid(alpha=0.3)

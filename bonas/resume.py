@@ -58,7 +58,9 @@ def resume_source(frozen: FrozenTrial) -> int | None:
     return history[-1] if history else frozen.system_attrs.get(R.SYS_PROMOTED_FROM)
 
 
-def find_resume_point(study: optuna.Study, frozen: FrozenTrial, store: FileSystemArtifactStore, folder: Path) -> ResumePoint | None:
+def find_resume_point(
+    study: optuna.Study, frozen: FrozenTrial, store: FileSystemArtifactStore, folder: Path
+) -> ResumePoint | None:
     """Download the state ``frozen`` should go on from into ``folder``; None when it starts afresh."""
     source = resume_source(frozen)
     if source is None:
@@ -77,8 +79,12 @@ def find_resume_point(study: optuna.Study, frozen: FrozenTrial, store: FileSyste
         state = torch.load(path, map_location="cpu", weights_only=True)
         epochs = len(state.get("bonas", {}).get("history", []))
     except Exception as err:  # removed meanwhile, or torn by a kill mid-write: start afresh, say so
-        log.warning("trial %d: the state of trial %d cannot be read (%s); training from scratch", frozen.number, source,
-                    str(err).splitlines()[0] if str(err) else type(err).__name__)
+        log.warning(
+            "trial %d: the state of trial %d cannot be read (%s); training from scratch",
+            frozen.number,
+            source,
+            str(err).splitlines()[0] if str(err) else type(err).__name__,
+        )
         return None
     return ResumePoint(source, path, epochs) if epochs > 0 else None
 

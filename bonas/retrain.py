@@ -42,8 +42,9 @@ PROBE_STEPS = (4, 24)  # a time-filling final training is sized from the time of
 SAFETY = 0.97  # of the time left, what the planned epochs may fill (the hard stop holds the rest)
 
 
-def evaluate(net: torch.nn.Module, preprocess: Preprocess, x: torch.Tensor, y: torch.Tensor, n_classes: int,
-             batch: int = 1024) -> tuple[float, list[float], list[list[int]]]:
+def evaluate(
+    net: torch.nn.Module, preprocess: Preprocess, x: torch.Tensor, y: torch.Tensor, n_classes: int, batch: int = 1024
+) -> tuple[float, list[float], list[list[int]]]:
     """Accuracy, per-class accuracy and the confusion matrix (rows: true class) on (x, y)."""
     device = next(net.parameters()).device
     net.eval()
@@ -62,7 +63,9 @@ def pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTr
     if number is None:
         best = R.best(R.records(trials))
         if best is None:
-            raise StudyError(f"study {study.study_name!r} has no completed trial to retrain; run the search first or pass --trial")
+            raise StudyError(
+                f"study {study.study_name!r} has no completed trial to retrain; run the search first or pass --trial"
+            )
         return best.trial
     if not 0 <= number < len(trials):
         raise StudyError(f"study {study.study_name!r} has no trial {number} (trials 0..{len(trials) - 1})")
@@ -107,8 +110,16 @@ class HardStop(pl.Callback):
             self.on_epoch(trainer.current_epoch + 1, trainer.max_epochs)
 
 
-def seconds_per_epoch(config: StudyConfig, net: torch.nn.Module, train: TrainSpec, x: torch.Tensor, y: torch.Tensor,
-                      preprocess: Preprocess, recipe: Recipe, seed: int) -> float:
+def seconds_per_epoch(
+    config: StudyConfig,
+    net: torch.nn.Module,
+    train: TrainSpec,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    preprocess: Preprocess,
+    recipe: Recipe,
+    seed: int,
+) -> float:
     """One epoch's training time on (x, y), measured as the real training runs (Lightning, the recipe's
     callbacks, the precision) on a copy of the network: the difference between a short and a longer run,
     so the Trainer's start-up cancels out — of whole epochs when an epoch is short (its per-epoch cost
@@ -121,7 +132,9 @@ def seconds_per_epoch(config: StudyConfig, net: torch.nn.Module, train: TrainSpe
     times = []
     for epochs, limit in runs:
         module = Classifier(copy.deepcopy(net), train, preprocess, epochs, recipe)
-        trainer = make_trainer(epochs, [], config.training.precision, False, recipe, limit_val_batches=0, limit_train_batches=limit)
+        trainer = make_trainer(
+            epochs, [], config.training.precision, False, recipe, limit_val_batches=0, limit_train_batches=limit
+        )
         start = time.perf_counter()
         trainer.fit(module, train_dataloaders=Batches(x, y, train.batch_size, shuffle=True, seed=seed))
         times.append(time.perf_counter() - start)
@@ -129,8 +142,18 @@ def seconds_per_epoch(config: StudyConfig, net: torch.nn.Module, train: TrainSpe
     return difference if whole else difference / (PROBE_STEPS[1] - PROBE_STEPS[0]) * steps
 
 
-def train_final(config: StudyConfig, splits: Splits, arch: ArchSpec, train: TrainSpec, seed: int, *, epochs: int | None = None,
-                deadline: float | None = None, verbose: bool = False, on_epoch: Callable[[int, int], None] | None = None) -> Final:
+def train_final(
+    config: StudyConfig,
+    splits: Splits,
+    arch: ArchSpec,
+    train: TrainSpec,
+    seed: int,
+    *,
+    epochs: int | None = None,
+    deadline: float | None = None,
+    verbose: bool = False,
+    on_epoch: Callable[[int, int], None] | None = None,
+) -> Final:
     """Train ``arch`` on train + validation for ``epochs``, or for as many as fit until ``deadline`` (a
     time.monotonic(); training stops there whatever the plan), and test it once."""
     x = torch.cat([splits.train_x, splits.val_x])
@@ -179,22 +202,45 @@ def train_final(config: StudyConfig, splits: Splits, arch: ArchSpec, train: Trai
 
 def save_final(opened: Opened, trial: optuna.trial.FrozenTrial, final: Final, splits: Splits, out: str | None) -> dict[str, Any]:
     """The checkpoint (file and study artifact) and the study's record of what the trial really scores."""
-    study, result = opened.study, {"trial": trial.number, "val_acc_in_search": trial.values[0] if trial.values else None, **final.result}
-    ckpt = make_checkpoint(final.net, final.arch, splits.input_shape, splits.classes, final.mean, final.std, study=study.study_name,
-                           dataset=splits.name, params=trial.params, **{k: v for k, v in result.items() if k != "arch"})
+    study, result = (
+        opened.study,
+        {"trial": trial.number, "val_acc_in_search": trial.values[0] if trial.values else None, **final.result},
+    )
+    ckpt = make_checkpoint(
+        final.net,
+        final.arch,
+        splits.input_shape,
+        splits.classes,
+        final.mean,
+        final.std,
+        study=study.study_name,
+        dataset=splits.name,
+        params=trial.params,
+        **{k: v for k, v in result.items() if k != "arch"},
+    )
     path = save_checkpoint(ckpt, out or Path("checkpoints") / f"{study.study_name}-trial{trial.number}.pt")
     result["checkpoint"] = str(path)
     try:
-        result["artifact_id"] = upload_artifact(artifact_store=open_store(opened.config, opened.url), file_path=str(path),
-                                                study_or_trial=study, mimetype="application/octet-stream")
+        result["artifact_id"] = upload_artifact(
+            artifact_store=open_store(opened.config, opened.url),
+            file_path=str(path),
+            study_or_trial=study,
+            mimetype="application/octet-stream",
+        )
     except OSError as err:
         log.warning("checkpoint not uploaded as an artifact: %s", err)
     study.set_user_attr(f"{R.RETRAIN_PREFIX}{trial.number}", result)
     return result
 
 
-def retrain(opened: Opened, number: int | None = None, epochs: int | None = None, search_data: bool = False,
-            out: str | None = None, verbose: bool = False) -> dict[str, Any]:
+def retrain(
+    opened: Opened,
+    number: int | None = None,
+    epochs: int | None = None,
+    search_data: bool = False,
+    out: str | None = None,
+    verbose: bool = False,
+) -> dict[str, Any]:
     """`bonas retrain`: the trial (default: the best) on the whole training split, tested once, saved."""
     config = opened.config
     trial = pick_trial(opened.study, number)
@@ -203,8 +249,15 @@ def retrain(opened: Opened, number: int | None = None, epochs: int | None = None
     if stored and list(splits.input_shape) != stored.get("input_shape"):
         raise StudyError(f"the data now has shape {list(splits.input_shape)}, the study was searched on {stored['input_shape']}")
     arch, train = specs_from_params(trial.params, config.space, config.training, config.data, splits.input_shape)
-    final = train_final(config, splits, arch, train, trial_seed(config.seed, trial.number),
-                        epochs=epochs or config.final.epochs_multiple * config.training.max_epochs, verbose=verbose)
+    final = train_final(
+        config,
+        splits,
+        arch,
+        train,
+        trial_seed(config.seed, trial.number),
+        epochs=epochs or config.final.epochs_multiple * config.training.max_epochs,
+        verbose=verbose,
+    )
     return save_final(opened, trial, final, splits, out)
 
 
@@ -215,7 +268,11 @@ def format_result(r: dict[str, Any]) -> str:
         f"  trained {r['epochs']} epochs on {r['train_images']} images (train + validation) in {r['train_seconds']:.1f}s on "
         f"{r['device']}{early}",
         f"  test accuracy {r['test_acc']:.4f} on {r['test_images']} test images"
-        + (f" (validation accuracy in the search: {r['val_acc_in_search']:.4f})" if r.get("val_acc_in_search") is not None else ""),
+        + (
+            f" (validation accuracy in the search: {r['val_acc_in_search']:.4f})"
+            if r.get("val_acc_in_search") is not None
+            else ""
+        ),
         f"  {r['parameters']:,} parameters, {r['latency_ms_batch1']:.3g} ms per image at batch 1 on {r['device']}",
         "  per class: " + ", ".join(f"{c} {a:.3f}" for c, a in r["per_class_acc"].items()),
         f"  checkpoint {r['checkpoint']}",

@@ -64,8 +64,14 @@ class BudgetBar:
         if self.stream.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=int(budget), desc="budget", unit="s", file=self.stream, dynamic_ncols=True,
-                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f}s {postfix}")
+            self.bar = tqdm(
+                total=int(budget),
+                desc="budget",
+                unit="s",
+                file=self.stream,
+                dynamic_ncols=True,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f}s {postfix}",
+            )
             threading.Thread(target=self._tick, daemon=True).start()
 
     def _tick(self) -> None:
@@ -77,7 +83,11 @@ class BudgetBar:
         changed = phase != self.phase
         self.phase, self.note = phase, note
         if self.bar is None and changed:
-            print(f"[{time.monotonic() - self.start:6.0f}s of {self.budget:.0f}s] {phase}{': ' + note if note else ''}", file=self.stream, flush=True)
+            print(
+                f"[{time.monotonic() - self.start:6.0f}s of {self.budget:.0f}s] {phase}{': ' + note if note else ''}",
+                file=self.stream,
+                flush=True,
+            )
 
     def close(self) -> None:
         self.stop.set()
@@ -113,8 +123,11 @@ def run(a: RunArgs, budget: float, share: float | None = None, out: str | None =
     study = worker.study
     bar = BudgetBar(budget)
     start = bar.start
-    print(f"bonas run {config.name!r}: budget {budget:.0f}s = search {share * budget:.0f}s + final training "
-          f"{(1 - share) * budget:.0f}s, {config.dataset}, storage {url.split('://')[0]}", flush=True)
+    print(
+        f"bonas run {config.name!r}: budget {budget:.0f}s = search {share * budget:.0f}s + final training "
+        f"{(1 - share) * budget:.0f}s, {config.dataset}, storage {url.split('://')[0]}",
+        flush=True,
+    )
     before = len(study.get_trials(deepcopy=False))
     progress = Progress(config.name, None, enabled=bar.bar is None)
 
@@ -130,15 +143,24 @@ def run(a: RunArgs, budget: float, share: float | None = None, out: str | None =
         search_s = time.monotonic() - start
         best = R.best(R.records(study.get_trials(deepcopy=False)))
         if best is None:
-            raise StudyError(f"no trial of study {config.name!r} completed in the search's {search_s:.0f}s; raise --budget or the search share")
+            raise StudyError(
+                f"no trial of study {config.name!r} completed in the search's {search_s:.0f}s; raise --budget or the search share"
+            )
         final_start = time.monotonic()
         reserve = max(REPORT_RESERVE_S[0], REPORT_RESERVE_S[1] * (start + budget - final_start))
         bar.set("final training", f"trial {best.number} ({best.arch_line}) on the whole training split")
         fsplits = final_splits(config)
         arch, train = specs_from_params(best.trial.params, config.space, config.training, config.data, fsplits.input_shape)
-        final = train_final(config, fsplits, arch, train, best.seed if best.seed is not None else config.seed, verbose=a.verbose,
-                            deadline=start + budget - reserve,
-                            on_epoch=lambda e, n: bar.set("final training", f"epoch {e} of {n}, trial {best.number}"))
+        final = train_final(
+            config,
+            fsplits,
+            arch,
+            train,
+            best.seed if best.seed is not None else config.seed,
+            verbose=a.verbose,
+            deadline=start + budget - reserve,
+            on_epoch=lambda e, n: bar.set("final training", f"epoch {e} of {n}, trial {best.number}"),
+        )
         final_s = time.monotonic() - final_start
         bar.set("writing", "checkpoint and report")
         opened = Opened(study, config, url)
@@ -150,14 +172,31 @@ def run(a: RunArgs, budget: float, share: float | None = None, out: str | None =
         bar.close()
         progress.close()
     total = time.monotonic() - start
-    record = RunRecord(budget, share, round(search_s, 1), round(final_s, 1), round(total, 1),
-                       len(study.get_trials(deepcopy=False)) - before, best.number, best.values[0], result["test_acc"],
-                       result["parameters"], result["latency_ms_batch1"], result["epochs"], result["checkpoint"], str(index))
+    record = RunRecord(
+        budget,
+        share,
+        round(search_s, 1),
+        round(final_s, 1),
+        round(total, 1),
+        len(study.get_trials(deepcopy=False)) - before,
+        best.number,
+        best.values[0],
+        result["test_acc"],
+        result["parameters"],
+        result["latency_ms_batch1"],
+        result["epochs"],
+        result["checkpoint"],
+        str(index),
+    )
     runs = sum(k.startswith(R.RUN_PREFIX) for k in study.user_attrs)
     study.set_user_attr(f"{R.RUN_PREFIX}{runs}", asdict(record))
     print(format_result(result))
-    print(f"run: {total:.0f}s of a {budget:.0f}s budget (search {search_s:.0f}s, {record.trials_this_run} trials; final training "
-          f"{final_s:.0f}s, {result['epochs']} epochs); test accuracy {result['test_acc']:.4f}")
-    print(f"written: {result['checkpoint']} (and a study artifact), {index}, the study's records bonas:retrain:{best.number} "
-          f"and {R.RUN_PREFIX}{runs}")
+    print(
+        f"run: {total:.0f}s of a {budget:.0f}s budget (search {search_s:.0f}s, {record.trials_this_run} trials; final training "
+        f"{final_s:.0f}s, {result['epochs']} epochs); test accuracy {result['test_acc']:.4f}"
+    )
+    print(
+        f"written: {result['checkpoint']} (and a study artifact), {index}, the study's records bonas:retrain:{best.number} "
+        f"and {R.RUN_PREFIX}{runs}"
+    )
     return 0

@@ -34,8 +34,10 @@ class Screened:
         return {"proxy": self.proxy, "score": self.score, "threshold": self.threshold, "peers": self.peers}
 
     def reason(self, percentile: float) -> str:
-        return (f"screened out before training: {self.proxy} {self.score:.4g} < {self.threshold:.4g}, the {percentile:g}th "
-                f"percentile of {self.peers} earlier trials")
+        return (
+            f"screened out before training: {self.proxy} {self.score:.4g} < {self.threshold:.4g}, the {percentile:g}th "
+            f"percentile of {self.peers} earlier trials"
+        )
 
 
 def screen_batch(splits: Splits, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -81,8 +81,11 @@ def search(a: RunArgs, workers: int = 1, top: int = 10) -> int:
         say_finished(config, status.describe())
         print_results(worker.study, config, a.storage, top)
         return 0
-    print(f"study {config.name!r}: {config.dataset}, {config.sampler.name} sampler, {config.pruner.name} pruner, "
-          f"budget {n_trials} trials{f' / {timeout:g}s' if timeout else ''}, storage {describe_url(url)}", flush=True)
+    print(
+        f"study {config.name!r}: {config.dataset}, {config.sampler.name} sampler, {config.pruner.name} pruner, "
+        f"budget {n_trials} trials{f' / {timeout:g}s' if timeout else ''}, storage {describe_url(url)}",
+        flush=True,
+    )
     summary = _run_with_progress(worker, config, n_trials, timeout)
     if summary.stop == Stop.INTERRUPTED:
         return exit_code(summary)
@@ -101,8 +104,10 @@ def _run_with_progress(worker: Worker, config: StudyConfig, n_trials: int, timeo
         summary = worker.run(n_trials, timeout, on_trial=progress.update)
     finally:
         progress.close()
-    print(f"{summary.describe()} ({summary.finished} trials finished in this run, {time.perf_counter() - start:.0f}s; "
-          f"states {state_counts(worker.study.get_trials(deepcopy=False))})")
+    print(
+        f"{summary.describe()} ({summary.finished} trials finished in this run, {time.perf_counter() - start:.0f}s; "
+        f"states {state_counts(worker.study.get_trials(deepcopy=False))})"
+    )
     return summary
 
 
@@ -118,16 +123,19 @@ def worker_command(a: RunArgs, index: int | None) -> int:
         summary = worker.run(config.budget.n_trials, config.budget.timeout, on_trial=progress.update)
     finally:
         progress.close()
-    print(f"worker {worker.name}: {summary.describe()} ({summary.finished} finished, {summary.failed} failed, "
-          f"{summary.dropped} dropped, {summary.reaped} reaped)")
+    print(
+        f"worker {worker.name}: {summary.describe()} ({summary.finished} finished, {summary.failed} failed, "
+        f"{summary.dropped} dropped, {summary.reaped} reaped)"
+    )
     return exit_code(summary)
 
 
 # --- several local workers ---------------------------------------------------------------------------
 
 
-def _worker_main(config: StudyConfig, url: str, index: int, n_workers: int, n_trials: int, timeout: float, verbose: bool,
-                 gpu: int | None) -> None:
+def _worker_main(
+    config: StudyConfig, url: str, index: int, n_workers: int, n_trials: int, timeout: float, verbose: bool, gpu: int | None
+) -> None:
     """Entry point of a spawned worker process."""
     import logging
 

@@ -70,14 +70,23 @@ def bonas_executable() -> Path:
     """The ``bonas`` of this installation (beside this Python), so the tasks run the same code."""
     exe = Path(sys.executable).parent / "bonas"
     if not os.access(exe, os.X_OK):
-        raise SchedulerError(f"no bonas executable beside {sys.executable} ({exe}); install bonas (pip install -e .) in that environment")
+        raise SchedulerError(
+            f"no bonas executable beside {sys.executable} ({exe}); install bonas (pip install -e .) in that environment"
+        )
     return exe
 
 
 def make_job(config_path: str, study: str, workers: int, **options) -> ArrayJob:
     config = Path(config_path).resolve()
-    return ArrayJob(config=config, study=study, workers=workers, log_dir=config.parent / f"{study}.slurm",
-                    workdir=Path.cwd(), bonas=bonas_executable(), **options)
+    return ArrayJob(
+        config=config,
+        study=study,
+        workers=workers,
+        log_dir=config.parent / f"{study}.slurm",
+        workdir=Path.cwd(),
+        bonas=bonas_executable(),
+        **options,
+    )
 
 
 def existing_study(config: StudyConfig, url: str):
@@ -102,7 +111,9 @@ def existing_study(config: StudyConfig, url: str):
             has_schema = sqlalchemy.inspect(conn).has_table("studies")
     except SQLAlchemyError as err:
         reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
-        raise StorageError(f"cannot reach storage {mask_url(url)}: {mask_url(reason)}; the array's tasks would fail too") from None
+        raise StorageError(
+            f"cannot reach storage {mask_url(url)}: {mask_url(reason)}; the array's tasks would fail too"
+        ) from None
     finally:
         engine.dispose()
     if not has_schema:
@@ -133,7 +144,8 @@ def render_script(job: ArrayJob) -> str:
     worker = [str(job.bonas), "worker", str(job.config), "--threads", str(job.cpus)]
     lines = [
         "#!/bin/bash",
-        f"# bonas slurm: {job.workers} workers on study {job.study!r}, one per array task. Resubmit: BONAS_STORAGE=URL sbatch THIS_FILE",
+        f"# bonas slurm: {job.workers} workers on study {job.study!r}, one per array task.",
+        "# Resubmit: BONAS_STORAGE=URL sbatch THIS_FILE",
         *(f"#SBATCH {opt}" for opt in sbatch if opt),
         "",
         "# The storage URL (with its password) is passed in the environment by bonas slurm, never written here.",
@@ -153,7 +165,9 @@ def render_script(job: ArrayJob) -> str:
 def find_sbatch() -> str:
     sbatch = shutil.which("sbatch")
     if sbatch is None:
-        raise SchedulerError("sbatch is not on PATH; run bonas slurm on a Slurm login node (a one-node test cluster: bash .ci/slurm.sh start)")
+        raise SchedulerError(
+            "sbatch is not on PATH; run bonas slurm on a Slurm login node (a one-node test cluster: bash .ci/slurm.sh start)"
+        )
     return sbatch
 
 
@@ -178,8 +192,14 @@ def submit(job: ArrayJob, script: str, url: str) -> str:
     try:
         # --export=ALL: the tasks get this environment (BONAS_STORAGE, PATH, BONAS_DATA_DIR) even where the
         # site sets SBATCH_EXPORT=NONE; the script comes on stdin so no file exists before Slurm accepts it.
-        proc = subprocess.run([sbatch, "--parsable", "--export=ALL"], input=script, env=env, capture_output=True, text=True,
-                              timeout=SBATCH_TIMEOUT_S)
+        proc = subprocess.run(
+            [sbatch, "--parsable", "--export=ALL"],
+            input=script,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=SBATCH_TIMEOUT_S,
+        )
     except subprocess.TimeoutExpired:
         proc = None
     if proc is None or proc.returncode != 0:
@@ -206,20 +226,31 @@ def sbatch_message(stderr: str) -> str:
 def follow_up(job: ArrayJob, job_id: str, config_arg: str, storage_flag: str) -> str:
     """What to run next: watch the tasks, the study, the logs; stop the array."""
     cfg = shlex.quote(config_arg)
-    return "\n".join([
-        f"submitted job array {job_id}: {job.workers} bonas worker{'s' if job.workers > 1 else ''} on study {job.study!r} "
-        f"({job.cpus} CPU{'s' if job.cpus > 1 else ''}{', 1 GPU' if job.gpus else ''} each)",
-        f"  script:  {job.log_dir / f'{job_id}.sbatch'}",
-        f"  logs:    {job.log_dir / f'{job_id}_<task>.out'}",
-        f"  tasks:   squeue -j {job_id}",
-        f"  study:   bonas trials {cfg}{storage_flag}",
-        f"  browse:  bonas dashboard {cfg}{storage_flag}",
-        f"  stop:    scancel {job_id}   (each worker fails its running trial, requeues its params and exits)",
-    ])
+    return "\n".join(
+        [
+            f"submitted job array {job_id}: {job.workers} bonas worker{'s' if job.workers > 1 else ''} on study {job.study!r} "
+            f"({job.cpus} CPU{'s' if job.cpus > 1 else ''}{', 1 GPU' if job.gpus else ''} each)",
+            f"  script:  {job.log_dir / f'{job_id}.sbatch'}",
+            f"  logs:    {job.log_dir / f'{job_id}_<task>.out'}",
+            f"  tasks:   squeue -j {job_id}",
+            f"  study:   bonas trials {cfg}{storage_flag}",
+            f"  browse:  bonas dashboard {cfg}{storage_flag}",
+            f"  stop:    scancel {job_id}   (each worker fails its running trial, requeues its params and exits)",
+        ]
+    )
 
 
-def slurm_command(config_path: str, workers: int, cpus: int, gpus: int, time: str | None, partition: str | None,
-                  storage: str | None, requeue: bool, dry_run: bool) -> int:
+def slurm_command(
+    config_path: str,
+    workers: int,
+    cpus: int,
+    gpus: int,
+    time: str | None,
+    partition: str | None,
+    storage: str | None,
+    requeue: bool,
+    dry_run: bool,
+) -> int:
     """`bonas slurm`: check, render, submit (or print, with --dry-run) the job array."""
     from bonas.budget import Verdict, budget_status
     from bonas.config import load_config
@@ -242,7 +273,9 @@ def slurm_command(config_path: str, workers: int, cpus: int, gpus: int, time: st
     if study is not None:
         status = budget_status(study.get_trials(deepcopy=False), config.budget.n_trials, config.budget.timeout)
         if status.verdict == Verdict.DONE:
-            print(f"study {config.name!r} is finished ({status.describe()}); raise budget.n_trials or pass --n-trials to add more")
+            print(
+                f"study {config.name!r} is finished ({status.describe()}); raise budget.n_trials or pass --n-trials to add more"
+            )
             return 0
     job_id = submit(job, script, url)
     print(follow_up(job, job_id, config_path, " --storage URL" if storage else ""))

@@ -103,7 +103,9 @@ def suggest_training(trial: optuna.trial.BaseTrial, training: TrainingConfig, da
         lr=p.float("lr", "lr", training.lr, log=True),
         weight_decay=p.float("weight_decay", "weight_decay", training.weight_decay, log=True),
         batch_size=p.choice("batch_sizes", "batch_size", training.batch_sizes),
-        augment={"none": False, "auto": True}.get(data.augment) if data.augment != "search" else p.choice("augment", "augment", [False, True]),
+        augment={"none": False, "auto": True}.get(data.augment)
+        if data.augment != "search"
+        else p.choice("augment", "augment", [False, True]),
     )
 
 
@@ -179,4 +181,3 @@ class _ProbeTrial:
 
 def count_archs(space: SpaceConfig, input_shape: tuple[int, int, int]) -> int:
     return len(enumerate_archs(space, input_shape))
-

@@ -48,7 +48,12 @@ class ArchSpec:
     dense_dropout: float  # after each hidden dense layer
 
     def to_dict(self) -> dict[str, Any]:
-        return {"blocks": [b.to_dict() for b in self.blocks], "head": self.head, "dense": list(self.dense), "dense_dropout": self.dense_dropout}
+        return {
+            "blocks": [b.to_dict() for b in self.blocks],
+            "head": self.head,
+            "dense": list(self.dense),
+            "dense_dropout": self.dense_dropout,
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)

@@ -80,7 +80,9 @@ def classify(err: BaseException) -> Fault:
     if not isinstance(err, DBAPIError):
         return Fault.OTHER
     orig = err.orig
-    code = getattr(orig, "sqlstate", None) or (orig.args[0] if orig is not None and orig.args and isinstance(orig.args[0], int) else None)
+    code = getattr(orig, "sqlstate", None) or (
+        orig.args[0] if orig is not None and orig.args and isinstance(orig.args[0], int) else None
+    )
     if code in _PG_PERMANENT or code in _MYSQL_PERMANENT or _PERMANENT_TEXT.search(str(orig or err)):
         return Fault.PERMANENT
     if isinstance(err, OperationalError) or err.connection_invalidated:
@@ -91,8 +93,10 @@ def classify(err: BaseException) -> Fault:
 
 
 def permanent_error(url: str, err: BaseException) -> StorageError:
-    return StorageError(f"storage {mask_url(url)}: {first_line(err)} (retrying cannot fix this: check the URL's user, password, "
-                        "database and the tables' permissions)")
+    return StorageError(
+        f"storage {mask_url(url)}: {first_line(err)} (retrying cannot fix this: check the URL's user, password, "
+        "database and the tables' permissions)"
+    )
 
 
 def first_line(err: BaseException) -> str:
@@ -217,11 +221,29 @@ class Stale:
 # intermediate-value writes are upserts, a param written twice is an ignored IntegrityError, and a
 # trial created twice leaves an orphan RUNNING trial with no heartbeat, which is reaped as stale.
 _RETRIED = (
-    "create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr", "get_study_id_from_name",
-    "get_study_name_from_id", "get_study_directions", "get_study_user_attrs", "get_study_system_attrs",
-    "get_trial_user_attrs", "get_trial_system_attrs", "get_all_studies", "_create_new_trial", "_set_trial_param",
-    "get_trial_param", "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr",
-    "get_trial_id_from_study_id_trial_number", "get_trial", "_get_trials", "_get_best_trial_id", "record_heartbeat",
+    "create_new_study",
+    "delete_study",
+    "set_study_user_attr",
+    "set_study_system_attr",
+    "get_study_id_from_name",
+    "get_study_name_from_id",
+    "get_study_directions",
+    "get_study_user_attrs",
+    "get_study_system_attrs",
+    "get_trial_user_attrs",
+    "get_trial_system_attrs",
+    "get_all_studies",
+    "_create_new_trial",
+    "_set_trial_param",
+    "get_trial_param",
+    "set_trial_intermediate_value",
+    "set_trial_user_attr",
+    "set_trial_system_attr",
+    "get_trial_id_from_study_id_trial_number",
+    "get_trial",
+    "_get_trials",
+    "_get_best_trial_id",
+    "record_heartbeat",
 )
 
 
@@ -282,8 +304,16 @@ def connect_args(url: str) -> dict[str, Any]:
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
     if url.startswith("postgresql"):
-        return {"connect_args": {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
-                                 "keepalives_count": 3, "tcp_user_timeout": 30_000}}
+        return {
+            "connect_args": {
+                "connect_timeout": 10,
+                "keepalives": 1,
+                "keepalives_idle": 10,
+                "keepalives_interval": 5,
+                "keepalives_count": 3,
+                "tcp_user_timeout": 30_000,
+            }
+        }
     if url.startswith("mysql"):
         return {"connect_args": {"connect_timeout": 10, "read_timeout": 60, "write_timeout": 60}}
     return {}
@@ -322,8 +352,8 @@ class StudyLock:
 
     SQLite: flock on a file beside the database (one machine). PostgreSQL: a transaction advisory lock
     (``pg_advisory_xact_lock`` in a transaction held open until the claim ends, so it also works behind a
-    transaction-pooling PgBouncer). MySQL/MariaDB: GET_LOCK. The server or kernel releases it when the holder dies, so a killed worker
-    never blocks the others. It has its own connection: it is taken before the study's storage exists.
+    transaction-pooling PgBouncer). MySQL/MariaDB: GET_LOCK. The server or kernel releases it when the holder
+    dies, so a killed worker never blocks the others. It has its own connection: it is taken before the study's storage exists.
     """
 
     def __init__(self, url: str, study_name: str, wait_s: float = 600.0):

@@ -80,7 +80,9 @@ def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
     if p.name == "successive-halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=p.min_resource, reduction_factor=p.reduction_factor)
     if p.name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=p.min_resource, max_resource=max_epochs, reduction_factor=p.reduction_factor)
+        return optuna.pruners.HyperbandPruner(
+            min_resource=p.min_resource, max_resource=max_epochs, reduction_factor=p.reduction_factor
+        )
     return optuna.pruners.NopPruner()
 
 
@@ -110,7 +112,20 @@ def environment_info() -> dict[str, Any]:
         pass
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
     return {
-        "packages": {p: version(p) for p in ("bonas", "torch", "torchvision", "lightning", "optuna", "optuna-integration", "numpy", "scikit-learn", "sqlalchemy")},
+        "packages": {
+            p: version(p)
+            for p in (
+                "bonas",
+                "torch",
+                "torchvision",
+                "lightning",
+                "optuna",
+                "optuna-integration",
+                "numpy",
+                "scikit-learn",
+                "sqlalchemy",
+            )
+        },
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": cpu,
@@ -143,7 +158,9 @@ def read_trials_file(path: Path) -> list[dict[str, Any]]:
         raise ConfigError(f"{path}: TOML syntax error: {err}") from None
     unknown = set(raw) - {"trial"}
     if unknown or not isinstance(raw.get("trial", []), list):
-        raise ConfigError(f"{path}: expected only [[trial]] tables of params, found {sorted(unknown) or 'trial = ' + repr(raw.get('trial'))}")
+        raise ConfigError(
+            f"{path}: expected only [[trial]] tables of params, found {sorted(unknown) or 'trial = ' + repr(raw.get('trial'))}"
+        )
     for i, t in enumerate(raw.get("trial", [])):
         for k, v in t.items():
             if not isinstance(v, (int, float, str, bool)):
@@ -165,7 +182,9 @@ def warm_start_params(config: StudyConfig) -> list[dict[str, Any]]:
     return params
 
 
-def create_or_resume(config: StudyConfig, storage: BonasStorage, url: str, data_info: dict[str, Any], seed: int | None = None) -> optuna.Study:
+def create_or_resume(
+    config: StudyConfig, storage: BonasStorage, url: str, data_info: dict[str, Any], seed: int | None = None
+) -> optuna.Study:
     """Create the study with its records (and warm start), or resume it after checking the config matches."""
     stored = config.to_dict()
     stored["storage"] = mask_url(url)
@@ -211,7 +230,9 @@ def check_resumable(config: StudyConfig, study: optuna.Study, url: str) -> None:
             f"its trials would not be comparable: restore the config or give the study a new name"
         )
     if len(study.directions) != len(config.objective.metrics):
-        raise StudyError(f"study {config.name!r} has {len(study.directions)} objectives, the config {len(config.objective.metrics)}")
+        raise StudyError(
+            f"study {config.name!r} has {len(study.directions)} objectives, the config {len(config.objective.metrics)}"
+        )
 
 
 def _first_difference(previous: dict[str, Any], now: dict[str, Any], key: str) -> str:

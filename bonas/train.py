@@ -43,14 +43,18 @@ class Recipe:
 
     @classmethod
     def of(cls, training) -> Recipe:
-        return cls(training.schedule, training.warmup_epochs, training.label_smoothing, training.ema_decay, training.channels_last)
+        return cls(
+            training.schedule, training.warmup_epochs, training.label_smoothing, training.ema_decay, training.channels_last
+        )
 
 
 class Classifier(pl.LightningModule):
     def __init__(self, net: nn.Module, train: TrainSpec, preprocess: Preprocess, max_epochs: int, recipe: Recipe | None = None):
         super().__init__()
         # plain values only: a checkpoint loads with torch.load(weights_only=True)
-        self.save_hyperparameters({"train": train.to_dict(), "max_epochs": max_epochs, "recipe": recipe.__dict__ if recipe else {}})
+        self.save_hyperparameters(
+            {"train": train.to_dict(), "max_epochs": max_epochs, "recipe": recipe.__dict__ if recipe else {}}
+        )
         self.net = net
         self.preprocess = preprocess
         self.spec = train
@@ -113,8 +117,12 @@ class Classifier(pl.LightningModule):
         self.loss_history.append(loss)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["bonas"] = {"history": list(self.history), "loss_history": list(self.loss_history), "rng": torch.get_rng_state(),
-                               "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+        checkpoint["bonas"] = {
+            "history": list(self.history),
+            "loss_history": list(self.loss_history),
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("bonas", {})
@@ -173,8 +181,9 @@ def recipe_callbacks(recipe: Recipe) -> list[pl.Callback]:
     return [EMAWeightAveraging(decay=recipe.ema_decay)]
 
 
-def make_trainer(max_epochs: int, callbacks: list, precision: str = "auto", verbose: bool = False, recipe: Recipe | None = None,
-                 **kwargs) -> pl.Trainer:
+def make_trainer(
+    max_epochs: int, callbacks: list, precision: str = "auto", verbose: bool = False, recipe: Recipe | None = None, **kwargs
+) -> pl.Trainer:
     """The Trainer of a trial: one device, no checkpoints or loggers (Optuna's storage is the log)."""
     return pl.Trainer(
         max_epochs=max_epochs,

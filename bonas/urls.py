@@ -22,7 +22,10 @@ from bonas.errors import StorageError
 ENV_STORAGE = "BONAS_STORAGE"
 
 # A bare postgresql:// or mysql:// URL means SQLAlchemy's default driver; fall back to one that is installed.
-DRIVERS = {"postgresql": [("psycopg", "psycopg"), ("psycopg2", "psycopg2")], "mysql": [("mysqldb", "MySQLdb"), ("pymysql", "pymysql")]}
+DRIVERS = {
+    "postgresql": [("psycopg", "psycopg"), ("psycopg2", "psycopg2")],
+    "mysql": [("mysqldb", "MySQLdb"), ("pymysql", "pymysql")],
+}
 DRIVER_MODULES = {name: module for options in DRIVERS.values() for name, module in options}
 # Query-string keys whose values are secrets (libpq's password/sslpassword, tokens of cloud drivers).
 SECRET_KEY = re.compile(r"pass|pwd|token|secret|credential|auth", re.IGNORECASE)
@@ -60,7 +63,7 @@ def resolve_storage(config: StudyConfig, override: str | None = None) -> str:
     check_storage_url(url, where)
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and where == config.path:
         # A relative SQLite path in a config is relative to the config file, not the shell's cwd.
-        return f"sqlite:///{config_dir(config) / url[len('sqlite:///'):]}"
+        return f"sqlite:///{config_dir(config) / url[len('sqlite:///') :]}"
     return url
 
 
@@ -93,7 +96,9 @@ def check_storage_url(url: str, where: str = "storage") -> None:
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError) as err:
-        raise StorageError(f"{where}: malformed storage URL {mask_url(url)!r} ({err}); e.g. sqlite:///studies/x.db or postgresql://user@host/db") from None
+        raise StorageError(
+            f"{where}: malformed storage URL {mask_url(url)!r} ({err}); e.g. sqlite:///studies/x.db or postgresql://user@host/db"
+        ) from None
     backend = parsed.get_backend_name()
     if backend not in DRIVERS and backend != "sqlite":
         raise StorageError(f"{where}: unsupported storage {backend!r} in {mask_url(url)!r}; use sqlite, postgresql or mysql URLs")
@@ -104,7 +109,9 @@ def check_storage_url(url: str, where: str = "storage") -> None:
     driver = parsed.get_driver_name()
     if importlib.util.find_spec(DRIVER_MODULES.get(driver, driver)) is None:
         extra = "postgres" if backend == "postgresql" else "mysql"
-        raise StorageError(f"{where}: the {backend} driver {driver!r} is not installed; pip install 'bonas[{extra}]' or name an installed driver")
+        raise StorageError(
+            f"{where}: the {backend} driver {driver!r} is not installed; pip install 'bonas[{extra}]' or name an installed driver"
+        )
     if not parsed.host and not parsed.query.get("unix_socket") and not parsed.query.get("host"):
         raise StorageError(f"{where}: {mask_url(url)!r} names no host, e.g. postgresql://user@127.0.0.1:5432/db")
     if not parsed.database:
@@ -143,7 +150,9 @@ def check_writable(url: str) -> None:
         with tempfile.TemporaryFile(dir=parent):
             pass
     except OSError as err:
-        raise StorageError(f"{parent}: directory is not writable ({err.strerror}), cannot create {path}; choose another --storage") from None
+        raise StorageError(
+            f"{parent}: directory is not writable ({err.strerror}), cannot create {path}; choose another --storage"
+        ) from None
 
 
 def prepare_sqlite_dir(url: str) -> None:
@@ -155,8 +164,12 @@ def prepare_sqlite_dir(url: str) -> None:
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise StorageError(f"cannot create {parent} for the study database: {err.strerror}; choose a writable --storage") from None
+        raise StorageError(
+            f"cannot create {parent} for the study database: {err.strerror}; choose a writable --storage"
+        ) from None
     if path.exists() and not os.access(path, os.W_OK):
         raise StorageError(f"{path}: study database is not writable; fix its permissions or choose another --storage")
     if not path.exists() and not os.access(parent, os.W_OK | os.X_OK):
-        raise StorageError(f"{parent}: directory is not writable, cannot create {path.name}; fix its permissions or choose another --storage")
+        raise StorageError(
+            f"{parent}: directory is not writable, cannot create {path.name}; fix its permissions or choose another --storage"
+        )

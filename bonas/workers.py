@@ -158,7 +158,9 @@ def worker_name(index: int) -> str:
     return f"{os.uname().nodename}:{os.getpid()}:w{index}"
 
 
-def open_study(config: StudyConfig, url: str, data_info: dict[str, Any], seed: int | None = None) -> tuple[StudyLock, BonasStorage, optuna.Study]:
+def open_study(
+    config: StudyConfig, url: str, data_info: dict[str, Any], seed: int | None = None
+) -> tuple[StudyLock, BonasStorage, optuna.Study]:
     """The study lock, storage and study; created under the lock, so N processes starting at once on an
     empty database (schema, study, warm start) never race: one creates, the others load."""
     from sqlalchemy.exc import SQLAlchemyError
@@ -175,7 +177,9 @@ def open_study(config: StudyConfig, url: str, data_info: dict[str, Any], seed: i
 
 
 class Worker:
-    def __init__(self, config: StudyConfig, url: str, splits: Splits, *, index: int = 0, seed: int | None = None, verbose: bool = False):
+    def __init__(
+        self, config: StudyConfig, url: str, splits: Splits, *, index: int = 0, seed: int | None = None, verbose: bool = False
+    ):
         from optuna_dashboard import get_note, save_note
 
         self.config = config
@@ -189,19 +193,25 @@ class Worker:
         self.objective = Objective(config, splits, verbose=verbose, states=(self.keeper.store, self.keeper.folder))
         self.name = worker_name(index)
         if not get_note(self.study):
-            save_note(self.study, study_note(stored_config(self.study) or config.to_dict(), splits.describe(), f"bonas search {config.path}"))
+            save_note(
+                self.study,
+                study_note(stored_config(self.study) or config.to_dict(), splits.describe(), f"bonas search {config.path}"),
+            )
 
     def claim(self, n_trials: int, timeout: float, summary: RunSummary):
         asha = (self.objective.rungs, self.config.pruner.reduction_factor) if self.objective.rungs else None
-        claim = claim_trial(self.study, self.storage, self.lock, n_trials, timeout, self.name, self.config.workers.max_retry, asha)
+        claim = claim_trial(
+            self.study, self.storage, self.lock, n_trials, timeout, self.name, self.config.workers.max_retry, asha
+        )
         for failed in claim.reaped:
             summary.reaped += 1
             log.warning("trial %d failed: %s%s", failed.number, failed.reason, "; params requeued" if failed.requeued else "")
         summary.budget = claim.status
         return claim
 
-    def run(self, n_trials: int, timeout: float, on_trial: Any = None, guard: SignalGuard | None = None,
-            deadline: float | None = None) -> RunSummary:
+    def run(
+        self, n_trials: int, timeout: float, on_trial: Any = None, guard: SignalGuard | None = None, deadline: float | None = None
+    ) -> RunSummary:
         """Claim and run trials until the budget is spent (or ``deadline``, a time.monotonic(), passes)."""
         guard = guard or SignalGuard()
         summary = RunSummary()
@@ -241,8 +251,9 @@ class Worker:
             ends.append((deadline, "this run's search time"))
         return min(ends) if ends else None
 
-    def run_trial(self, trial: optuna.Trial, guard: SignalGuard, summary: RunSummary,
-                  deadline: tuple[float, str] | None = None) -> TrialState | None:
+    def run_trial(
+        self, trial: optuna.Trial, guard: SignalGuard, summary: RunSummary, deadline: tuple[float, str] | None = None
+    ) -> TrialState | None:
         """Run and tell one claimed trial; returns its final state (None when dropped)."""
         trial.set_user_attr(R.WORKER, self.name)
         retry_of = (self.storage.get_trial(trial_id(trial)).system_attrs.get(R.SYS_RETRY_HISTORY) or [None])[-1]

@@ -124,13 +124,24 @@ def make_mixed_study(folder: Path, name: str) -> Path:
     from bonas.urls import resolve_storage
     from bonas.workers import Worker, prepare_worker
 
-    path = write_tiny_config(folder, name, n_trials=5, pruner_extra="n_startup_trials = 1\nn_warmup_steps = 0", epochs=3, keep_top_k=2)
+    path = write_tiny_config(
+        folder, name, n_trials=5, pruner_extra="n_startup_trials = 1\nn_warmup_steps = 0", epochs=3, keep_top_k=2
+    )
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("BONAS_DATA_DIR", str(folder / "data"))
         config = load_config(path)
         url = resolve_storage(config)
         worker = Worker(config, url, prepare_worker(config, url, verbose=False))
-        good = {"n_blocks": 1, "b0_width": 8, "b0_pool": "max", "b0_bn": True, "head": "flatten", "n_dense": 0, "lr": 0.02, "weight_decay": 1e-5}
+        good = {
+            "n_blocks": 1,
+            "b0_width": 8,
+            "b0_pool": "max",
+            "b0_bn": True,
+            "head": "flatten",
+            "n_dense": 0,
+            "lr": 0.02,
+            "weight_decay": 1e-5,
+        }
         worker.study.enqueue_trial(good)
         worker.study.enqueue_trial({**good, "lr": 1e-7})
         worker.study.enqueue_trial({**good, "head": "bogus"})

@@ -83,8 +83,9 @@ class PrivatePostgres:
     as a real server has them (what a benchmark measures).
     """
 
-    def __init__(self, listen: str = "127.0.0.1", hba_net: str = "127.0.0.1/32", max_connections: int = 200,
-                 durable: bool = False):
+    def __init__(
+        self, listen: str = "127.0.0.1", hba_net: str = "127.0.0.1/32", max_connections: int = 200, durable: bool = False
+    ):
         bindir = pg_bindir()
         if bindir is None:
             raise RuntimeError("no PostgreSQL server binaries (/usr/lib/postgresql/*/bin)")
@@ -100,8 +101,10 @@ class PrivatePostgres:
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
         conf = self.data / "postgresql.conf"
         fast = "" if durable else "fsync = off\nsynchronous_commit = off\n"
-        conf.write_text(conf.read_text() + f"\nlisten_addresses = '{listen}'\nport = {self.port}\n"
-                        f"unix_socket_directories = '{self.dir}'\n{fast}max_connections = {max_connections}\n")
+        conf.write_text(
+            conf.read_text() + f"\nlisten_addresses = '{listen}'\nport = {self.port}\n"
+            f"unix_socket_directories = '{self.dir}'\n{fast}max_connections = {max_connections}\n"
+        )
         hba = self.data / "pg_hba.conf"
         hba.write_text(hba.read_text() + f"\nhost all all {hba_net} trust\n")
         self.start()
@@ -118,8 +121,19 @@ class PrivatePostgres:
         return subprocess.run(cmd, capture_output=True, text=True, check=check, timeout=120)
 
     def _run_sql(self, sql: str) -> None:
-        cmd = [str(self.bin.parent / "bin" / "psql"), "-h", str(self.dir), "-p", str(self.port),
-               "-U", "postgres", "-d", "postgres", "-c", sql]
+        cmd = [
+            str(self.bin.parent / "bin" / "psql"),
+            "-h",
+            str(self.dir),
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-c",
+            sql,
+        ]
         if not Path(cmd[0]).exists():
             cmd[0] = "psql"
         if self.user:

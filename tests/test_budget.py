@@ -22,11 +22,17 @@ T0 = datetime(2026, 1, 1)
 def frozen(number: int, state: TrialState, start: float | None = 0, stop: float | None = 1) -> optuna.trial.FrozenTrial:
     begin = T0 + timedelta(seconds=start) if start is not None else None
     end = T0 + timedelta(seconds=stop) if stop is not None and state.is_finished() else None
-    return optuna.trial.FrozenTrial(number, state, 0.5 if state == TrialState.COMPLETE else None, begin, end, {}, {}, {}, {}, {}, number)
+    return optuna.trial.FrozenTrial(
+        number, state, 0.5 if state == TrialState.COMPLETE else None, begin, end, {}, {}, {}, {}, {}, number
+    )
 
 
 def test_elapsed_is_the_union_of_trial_intervals():
-    trials = [frozen(0, TrialState.COMPLETE, 0, 10), frozen(1, TrialState.COMPLETE, 5, 12), frozen(2, TrialState.COMPLETE, 20, 25)]
+    trials = [
+        frozen(0, TrialState.COMPLETE, 0, 10),
+        frozen(1, TrialState.COMPLETE, 5, 12),
+        frozen(2, TrialState.COMPLETE, 20, 25),
+    ]
     assert study_elapsed(trials) == 17  # two workers overlapping on [0, 12], a gap, then [20, 25]
     assert study_elapsed([frozen(0, TrialState.RUNNING, 0, None)], now=T0 + timedelta(seconds=4)) == 4
 
@@ -55,14 +61,19 @@ def test_workers_never_run_queued_trials_past_the_budget(tmp_path):
     finish exactly 3, the rest stay WAITING and `bonas trials` says why."""
     path = write_tiny_config(tmp_path, "q", n_trials=3, epochs=1, train_subset=64, val_subset=32)
     url = f"sqlite:///{tmp_path / 'q.db'}"
-    assert subprocess.run([str(BIN / "bonas"), "search", str(path), "--n-trials", "1"], capture_output=True, timeout=300).returncode == 0
+    assert (
+        subprocess.run([str(BIN / "bonas"), "search", str(path), "--n-trials", "1"], capture_output=True, timeout=300).returncode
+        == 0
+    )
     study = optuna.load_study(study_name="q", storage=url)
     for width in (4, 8):
         for pool in ("max", "none"):
             study.enqueue_trial({"n_blocks": 1, "b0_width": width, "b0_pool": pool, "b0_bn": True, "head": "gap", "n_dense": 0})
     study.enqueue_trial({"n_blocks": 2})
     study.enqueue_trial({"n_blocks": 1, "head": "flatten"})
-    proc = subprocess.run([str(BIN / "bonas"), "search", str(path), "--workers", "3"], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [str(BIN / "bonas"), "search", str(path), "--workers", "3"], capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     states = [t.state for t in optuna.load_study(study_name="q", storage=url).trials]
     assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == 3, states

@@ -62,20 +62,41 @@ def write(tmp_path: Path, text: str, name: str = "bad.toml") -> str:
 
 BAD_CONFIGS = {
     "toml syntax": ("name = 'x'\n[budget\nn_trials = 3\n", ["TOML syntax error", "line 2"]),
-    "unknown key": (tiny_config_text().replace("max_epochs = 2", "max_epoch = 2"), ["training.max_epoch", "did you mean 'max_epochs'"]),
+    "unknown key": (
+        tiny_config_text().replace("max_epochs = 2", "max_epoch = 2"),
+        ["training.max_epoch", "did you mean 'max_epochs'"],
+    ),
     "unknown table": (tiny_config_text() + "\n[sampelr]\nname = 'tpe'\n", ["unknown key 'sampelr'", "did you mean 'sampler'"]),
-    "wrong type": (tiny_config_text().replace("n_trials = 3", 'n_trials = "3"'), ["budget.n_trials", "expected an integer", "string '3'"]),
+    "wrong type": (
+        tiny_config_text().replace("n_trials = 3", 'n_trials = "3"'),
+        ["budget.n_trials", "expected an integer", "string '3'"],
+    ),
     "bool for int": (tiny_config_text().replace("n_trials = 3", "n_trials = true"), ["budget.n_trials", "expected an integer"]),
-    "min > max": (tiny_config_text().replace("n_blocks = [1, 2]", "n_blocks = [3, 1]"), ["space.n_blocks", "min > max", "min=3, max=1"]),
+    "min > max": (
+        tiny_config_text().replace("n_blocks = [1, 2]", "n_blocks = [3, 1]"),
+        ["space.n_blocks", "min > max", "min=3, max=1"],
+    ),
     "empty choices": (tiny_config_text().replace("widths = [4, 8]", "widths = []"), ["space.widths", "empty"]),
-    "unknown dataset": (tiny_config_text().replace('dataset = "digits"', 'dataset = "digit"'), ["dataset", "'digit'", "did you mean 'digits'"]),
+    "unknown dataset": (
+        tiny_config_text().replace('dataset = "digits"', 'dataset = "digit"'),
+        ["dataset", "'digit'", "did you mean 'digits'"],
+    ),
     "unknown sampler": (tiny_config_text(sampler="tpee", sampler_extra=""), ["sampler.name", "'tpee'", "tpe, random, gp, nsga2"]),
     "unknown pruner": (tiny_config_text(pruner="medain", pruner_extra=""), ["pruner.name", "did you mean 'median'"]),
-    "pruner arg of another pruner": (tiny_config_text(pruner_extra="reduction_factor = 3"), ["pruner.reduction_factor", "does not apply to pruner 'median'"]),
+    "pruner arg of another pruner": (
+        tiny_config_text(pruner_extra="reduction_factor = 3"),
+        ["pruner.reduction_factor", "does not apply to pruner 'median'"],
+    ),
     "even kernel": (tiny_config_text().replace("kernel_sizes = [3]", "kernel_sizes = [4]"), ["space.kernel_sizes", "odd"]),
     "range of one": (tiny_config_text().replace("lr = [3e-3, 3e-2]", "lr = [3e-3]"), ["training.lr", "expected [min, max]"]),
-    "unknown optimizer": (tiny_config_text().replace('optimizers = ["adamw"]', 'optimizers = ["adamw", "lion"]'), ["training.optimizers", "'lion'"]),
-    "bad variant key": (tiny_config_text() + "\n[[space.variants]]\nname = 'a'\npoolng = ['max']\n", ["space.variants[0].poolng", "did you mean 'pooling'"]),
+    "unknown optimizer": (
+        tiny_config_text().replace('optimizers = ["adamw"]', 'optimizers = ["adamw", "lion"]'),
+        ["training.optimizers", "'lion'"],
+    ),
+    "bad variant key": (
+        tiny_config_text() + "\n[[space.variants]]\nname = 'a'\npoolng = ['max']\n",
+        ["space.variants[0].poolng", "did you mean 'pooling'"],
+    ),
     "variant without name": (tiny_config_text() + "\n[[space.variants]]\npooling = ['max']\n", ["space.variants[0].name"]),
     "bad study name": (tiny_config_text(name="a b"), ["name", "letters, digits"]),
 }
@@ -129,7 +150,7 @@ def test_bad_storage_url(tmp_path, capsys, tiny_config, url, fragment):
 
 
 def test_bad_storage_url_in_config(tmp_path, capsys):
-    path = write(tmp_path, tiny_config_text(extra="").replace('seed = 0', 'seed = 0\nstorage = "postgres ql://x"'))
+    path = write(tmp_path, tiny_config_text(extra="").replace("seed = 0", 'seed = 0\nstorage = "postgres ql://x"'))
     line = run_bad(tmp_path, capsys, ["search", path])
     assert path in line and "storage" in line
 

@@ -55,8 +55,12 @@ def serving(config: Path):
     """`bonas dashboard <config>` on a free port; yields (url, process, log file)."""
     port = free_port()
     log = config.parent / "dashboard.log"
-    proc = subprocess.Popen([str(BIN / "bonas"), "dashboard", str(config), "--port", str(port)], stdout=open(log, "w"),
-                            stderr=subprocess.STDOUT, cwd=config.parent)
+    proc = subprocess.Popen(
+        [str(BIN / "bonas"), "dashboard", str(config), "--port", str(port)],
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        cwd=config.parent,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_serving(url, proc, log)
@@ -83,8 +87,16 @@ def evicted(tmp_path_factory):
         config = load_config(path)
         url = resolve_storage(config)
         worker = Worker(config, url, prepare_worker(config, url, verbose=False))
-        good = {"n_blocks": 1, "b0_width": 8, "b0_pool": "max", "b0_bn": True, "head": "flatten", "n_dense": 0, "lr": 0.02,
-                "weight_decay": 1e-5}
+        good = {
+            "n_blocks": 1,
+            "b0_width": 8,
+            "b0_pool": "max",
+            "b0_bn": True,
+            "head": "flatten",
+            "n_dense": 0,
+            "lr": 0.02,
+            "weight_decay": 1e-5,
+        }
         worker.study.enqueue_trial({**good, "lr": 1e-7})
         worker.study.enqueue_trial(good)
         worker.run(n_trials=2, timeout=0)
@@ -185,15 +197,18 @@ def test_html_and_svg_artifacts_are_served_as_downloads(evicted, tmp_path):
 
     path, study, _, _ = evicted
     store = FileSystemArtifactStore(str(path.parent / "evict.artifacts"))
-    files = {"page.html": (b"<html><script>alert(1)</script></html>", "text/html"),
-             "pic.svg": (b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(2)"/>', "image/svg+xml")}
+    files = {
+        "page.html": (b"<html><script>alert(1)</script></html>", "text/html"),
+        "pic.svg": (b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(2)"/>', "image/svg+xml"),
+    }
     tid = study._storage.create_new_trial(study._study_id)
     trial = study._storage.get_trial(tid)
     urls = {}
     for name, (content, mimetype) in files.items():
         (tmp_path / name).write_bytes(content)
-        on_trial = upload_artifact(artifact_store=store, file_path=str(tmp_path / name), study_or_trial=trial,
-                                   storage=study._storage, mimetype=mimetype)
+        on_trial = upload_artifact(
+            artifact_store=store, file_path=str(tmp_path / name), study_or_trial=trial, storage=study._storage, mimetype=mimetype
+        )
         on_study = upload_artifact(artifact_store=store, file_path=str(tmp_path / name), study_or_trial=study, mimetype=mimetype)
         urls[f"{name} on the trial"] = (f"/artifacts/{study._study_id}/{tid}/{on_trial}", content)
         urls[f"{name} on the study"] = (f"/artifacts/{study._study_id}/{on_study}", content)
@@ -286,8 +301,15 @@ def test_browse_a_trial_note_in_chromium(dashboard, study_dir):
     best = max((t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: t.values[0])
     OUTPUT.mkdir(exist_ok=True)
     shot = OUTPUT / "dashboard-trial-note.png"
-    args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"]
+    args = [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=args)
         page = browser.new_page(viewport={"width": 1400, "height": 1100})

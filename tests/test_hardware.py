@@ -17,7 +17,16 @@ from bonas.urls import resolve_storage
 from bonas.workers import Worker, prepare_worker
 from tests.conftest import write_tiny_config
 
-GOOD = {"n_blocks": 1, "b0_width": 8, "b0_pool": "max", "b0_bn": True, "head": "flatten", "n_dense": 0, "lr": 0.02, "weight_decay": 1e-5}
+GOOD = {
+    "n_blocks": 1,
+    "b0_width": 8,
+    "b0_pool": "max",
+    "b0_bn": True,
+    "head": "flatten",
+    "n_dense": 0,
+    "lr": 0.02,
+    "weight_decay": 1e-5,
+}
 
 
 def test_latency_is_measured_per_trial(tmp_path):
@@ -56,8 +65,15 @@ def test_constraints_known_before_training_skip_it(tmp_path):
 
 @pytest.mark.parametrize("sampler, extra", [("tpe", "n_startup_trials = 2"), ("nsga2", "population_size = 4")])
 def test_multi_objective_study(tmp_path, sampler, extra, capsys, caplog):
-    path = write_tiny_config(tmp_path, f"mo-{sampler}", n_trials=4, epochs=2, sampler=sampler, sampler_extra=extra,
-                objective='metrics = ["val_acc", "params"]')
+    path = write_tiny_config(
+        tmp_path,
+        f"mo-{sampler}",
+        n_trials=4,
+        epochs=2,
+        sampler=sampler,
+        sampler_extra=extra,
+        objective='metrics = ["val_acc", "params"]',
+    )
     assert main(["search", str(path)]) == 0
     study = open_existing(str(path)).study
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"] and study.metric_names == ["val_acc", "params"]
@@ -82,11 +98,18 @@ def test_multi_objective_study(tmp_path, sampler, extra, capsys, caplog):
 
 def frozen(number, cost, curve, state=TrialState.COMPLETE):
     now = datetime.datetime.now()
-    return R.TrialRecord.of(optuna.trial.FrozenTrial(number, state, None, now, now, {}, {}, {R.COST: cost, R.CURVE: curve}, {}, {}, number))
+    return R.TrialRecord.of(
+        optuna.trial.FrozenTrial(number, state, None, now, now, {}, {}, {R.COST: cost, R.CURVE: curve}, {}, {}, number)
+    )
 
 
 def test_cost_aware_threshold_compares_with_no_costlier_trials_only():
-    finished = [frozen(0, 100, [0.5, 0.6]), frozen(1, 200, [0.7, 0.8]), frozen(2, 1000, [0.9, 0.95]), frozen(3, 50, [0.1], TrialState.PRUNED)]
+    finished = [
+        frozen(0, 100, [0.5, 0.6]),
+        frozen(1, 200, [0.7, 0.8]),
+        frozen(2, 1000, [0.9, 0.95]),
+        frozen(3, 50, [0.1], TrialState.PRUNED),
+    ]
     cheap = CostAwarePruning(None, cost=60, percentile=50, n_startup_trials=1, n_warmup_steps=0)
     assert cheap.threshold(finished, epoch=0) == 0.1, "only the pruned 50-cost trial is no costlier"
     assert cheap.threshold(finished, epoch=1) is None, "nobody that cheap reached epoch 1: never pruned"
@@ -97,8 +120,16 @@ def test_cost_aware_threshold_compares_with_no_costlier_trials_only():
 
 
 def test_multi_objective_pruning_stops_costly_hopeless_trials_but_not_cheap_ones(tmp_path):
-    path = write_tiny_config(tmp_path, "mop", n_trials=3, epochs=3, sampler="random", sampler_extra="",
-                pruner_extra="n_startup_trials = 1\nn_warmup_steps = 0", objective='metrics = ["val_acc", "params"]')
+    path = write_tiny_config(
+        tmp_path,
+        "mop",
+        n_trials=3,
+        epochs=3,
+        sampler="random",
+        sampler_extra="",
+        pruner_extra="n_startup_trials = 1\nn_warmup_steps = 0",
+        objective='metrics = ["val_acc", "params"]',
+    )
     config = load_config(path)
     url = resolve_storage(config)
     worker = Worker(config, url, prepare_worker(config, url, verbose=False))

@@ -17,32 +17,75 @@ from bonas.spec import ArchSpec, BlockSpec
 # A spec as stored before block kinds existed, and the layers and state_dict its network had then
 # (printed by the builder of commit 3ed2a3d): checkpoints and stored trials rely on both.
 OLD_DICT = {
-    "blocks": [{"convs": 2, "width": 8, "kernel": 3, "pool": "max", "batch_norm": True, "dropout": 0.1},
-               {"convs": 1, "width": 16, "kernel": 5, "pool": "none", "batch_norm": False, "dropout": 0.0}],
-    "head": "flatten", "dense": [12], "dense_dropout": 0.2,
+    "blocks": [
+        {"convs": 2, "width": 8, "kernel": 3, "pool": "max", "batch_norm": True, "dropout": 0.1},
+        {"convs": 1, "width": 16, "kernel": 5, "pool": "none", "batch_norm": False, "dropout": 0.0},
+    ],
+    "head": "flatten",
+    "dense": [12],
+    "dense_dropout": 0.2,
 }
-OLD_LAYERS = ["b0_conv0", "b0_bn0", "b0_relu0", "b0_conv1", "b0_bn1", "b0_relu1", "b0_maxpool", "b0_dropout", "b1_conv0", "b1_relu0",
-              "flatten", "fc0", "fc0_relu", "fc0_dropout", "classifier"]
+OLD_LAYERS = [
+    "b0_conv0",
+    "b0_bn0",
+    "b0_relu0",
+    "b0_conv1",
+    "b0_bn1",
+    "b0_relu1",
+    "b0_maxpool",
+    "b0_dropout",
+    "b1_conv0",
+    "b1_relu0",
+    "flatten",
+    "fc0",
+    "fc0_relu",
+    "fc0_dropout",
+    "classifier",
+]
 BN8 = {"weight": (8,), "bias": (8,), "running_mean": (8,), "running_var": (8,), "num_batches_tracked": ()}
-OLD_STATE = {"b0_conv0.weight": (8, 1, 3, 3), **{f"b0_bn0.{k}": v for k, v in BN8.items()}, "b0_conv1.weight": (8, 8, 3, 3),
-             **{f"b0_bn1.{k}": v for k, v in BN8.items()}, "b1_conv0.weight": (16, 8, 5, 5), "b1_conv0.bias": (16,),
-             "fc0.weight": (12, 256), "fc0.bias": (12,), "classifier.weight": (10, 12), "classifier.bias": (10,)}
+OLD_STATE = {
+    "b0_conv0.weight": (8, 1, 3, 3),
+    **{f"b0_bn0.{k}": v for k, v in BN8.items()},
+    "b0_conv1.weight": (8, 8, 3, 3),
+    **{f"b0_bn1.{k}": v for k, v in BN8.items()},
+    "b1_conv0.weight": (16, 8, 5, 5),
+    "b1_conv0.bias": (16,),
+    "fc0.weight": (12, 256),
+    "fc0.bias": (12,),
+    "classifier.weight": (10, 12),
+    "classifier.bias": (10,),
+}
 
 
 def arch(*blocks: tuple, head: str = "gap", dense: tuple[int, ...] = ()) -> ArchSpec:
     """Blocks as (kind, convs, width, kernel, pool, batch_norm[, dropout])."""
-    specs = tuple(BlockSpec(convs=c, width=w, kernel=k, pool=p, batch_norm=bn, dropout=rest[0] if rest else 0.0, kind=kind)
-                  for kind, c, w, k, p, bn, *rest in blocks)
+    specs = tuple(
+        BlockSpec(convs=c, width=w, kernel=k, pool=p, batch_norm=bn, dropout=rest[0] if rest else 0.0, kind=kind)
+        for kind, c, w, k, p, bn, *rest in blocks
+    )
     return ArchSpec(blocks=specs, head=head, dense=dense, dense_dropout=0.0)
 
 
 NETS = {  # name: (spec, input shape)
     "plain": (arch(("plain", 2, 16, 3, "max", True), ("plain", 1, 32, 5, "avg", False, 0.2)), (1, 16, 16)),
-    "residual": (arch(("residual", 2, 16, 3, "max", True), ("residual", 2, 16, 3, "none", True), ("residual", 1, 24, 5, "avg", False)),
-                 (3, 16, 16)),
-    "separable": (arch(("separable", 2, 16, 3, "max", True), ("separable", 1, 32, 5, "none", False), head="flatten", dense=(20,)), (1, 12, 12)),
-    "mixed": (arch(("plain", 1, 8, 3, "max", False), ("residual", 2, 16, 3, "max", True), ("separable", 2, 16, 5, "none", True, 0.1),
-                   head="flatten", dense=(16, 8)), (1, 16, 16)),
+    "residual": (
+        arch(("residual", 2, 16, 3, "max", True), ("residual", 2, 16, 3, "none", True), ("residual", 1, 24, 5, "avg", False)),
+        (3, 16, 16),
+    ),
+    "separable": (
+        arch(("separable", 2, 16, 3, "max", True), ("separable", 1, 32, 5, "none", False), head="flatten", dense=(20,)),
+        (1, 12, 12),
+    ),
+    "mixed": (
+        arch(
+            ("plain", 1, 8, 3, "max", False),
+            ("residual", 2, 16, 3, "max", True),
+            ("separable", 2, 16, 5, "none", True, 0.1),
+            head="flatten",
+            dense=(16, 8),
+        ),
+        (1, 16, 16),
+    ),
 }
 
 
@@ -101,7 +144,9 @@ def per_layer_summary(net: torch.nn.Sequential, input_shape: tuple[int, int, int
         for name, layer in net.named_children():
             with FlopCounterMode(display=False) as counter:
                 x = layer(x)
-            rows.append(LayerRow(name, type(layer).__name__, tuple(x.shape[1:]), count_params(layer), int(counter.get_total_flops())))
+            rows.append(
+                LayerRow(name, type(layer).__name__, tuple(x.shape[1:]), count_params(layer), int(counter.get_total_flops()))
+            )
     return rows
 
 
@@ -143,8 +188,13 @@ def test_every_kind_trains_in_channels_last(name):
 
 @pytest.mark.parametrize("fmt", ["torchscript", "exported", "onnx"])
 def test_residual_and_separable_checkpoints_export(tmp_path, fmt):
-    spec = arch(("residual", 2, 8, 3, "max", True), ("separable", 1, 16, 3, "max", True), ("residual", 1, 12, 3, "none", False),
-                head="flatten", dense=(8,))
+    spec = arch(
+        ("residual", 2, 8, 3, "max", True),
+        ("separable", 1, 16, 3, "max", True),
+        ("residual", 1, 12, 3, "none", False),
+        head="flatten",
+        dense=(8,),
+    )
     shape = (1, 8, 8)
     torch.manual_seed(0)
     net = build_model(spec, shape, 4)

@@ -23,8 +23,9 @@ def rec(number: int, state: TrialState, curve: list[float], paused: int = 0, pro
     system = {R.SYS_PROMOTED_FROM: promoted_from} if promoted_from is not None else {}
     attrs = {R.PAUSED: paused} if paused else {}
     value = curve[-1] if state == C else None
-    t = optuna.trial.FrozenTrial(number, state, value, now, now if state.is_finished() else None, {}, {}, attrs, system,
-                                 dict(enumerate(curve)), number)
+    t = optuna.trial.FrozenTrial(
+        number, state, value, now, now if state.is_finished() else None, {}, {}, attrs, system, dict(enumerate(curve)), number
+    )
     return R.TrialRecord.of(t)
 
 
@@ -47,8 +48,11 @@ def test_a_paused_trial_is_promoted_once_it_is_in_the_top_third_of_its_rung():
 
 def test_the_highest_rung_is_promoted_first():
     recs = [rec(i, P, [0.9 - i / 100], paused=1) for i in range(6)]
-    recs += [rec(6, P, [0.95, 0.96, 0.97], paused=3, promoted_from=0), rec(7, P, [0.5, 0.6, 0.7], paused=3, promoted_from=1),
-             rec(8, P, [0.5, 0.5, 0.5], paused=3, promoted_from=2)]
+    recs += [
+        rec(6, P, [0.95, 0.96, 0.97], paused=3, promoted_from=0),
+        rec(7, P, [0.5, 0.6, 0.7], paused=3, promoted_from=1),
+        rec(8, P, [0.5, 0.5, 0.5], paused=3, promoted_from=2),
+    ]
     assert promotion.next_promotion(recs, [1, 3], 3).number == 6
 
 
@@ -58,15 +62,30 @@ def test_counts_leave_promotions_and_reused_results_out():
     def frozen(n, state, attrs=None, system=None):
         return optuna.trial.FrozenTrial(n, state, 0.5 if state == C else None, now, now, {}, {}, attrs or {}, system or {}, {}, n)
 
-    trials = [frozen(0, P, {R.PAUSED: 1}), frozen(1, C, {R.REUSED: 0}), frozen(2, C, system={R.SYS_PROMOTED_FROM: 0}),
-              frozen(3, RUN), frozen(4, RUN, system={R.SYS_PROMOTED_FROM: 9})]
+    trials = [
+        frozen(0, P, {R.PAUSED: 1}),
+        frozen(1, C, {R.REUSED: 0}),
+        frozen(2, C, system={R.SYS_PROMOTED_FROM: 0}),
+        frozen(3, RUN),
+        frozen(4, RUN, system={R.SYS_PROMOTED_FROM: 9}),
+    ]
     c = promotion.count(trials)
     assert (c.finished, c.running, c.running_all) == (1, 1, 2)
 
 
 def test_asha_study_promotes_from_the_paused_state_and_never_trains_an_epoch_twice(tmp_path):
-    path = write_tiny_config(tmp_path, "asha", n_trials=9, epochs=4, sampler="random", sampler_extra="", train_subset=200, val_subset=100,
-                             pruner="asha", pruner_extra="min_resource = 1\nreduction_factor = 3")
+    path = write_tiny_config(
+        tmp_path,
+        "asha",
+        n_trials=9,
+        epochs=4,
+        sampler="random",
+        sampler_extra="",
+        train_subset=200,
+        val_subset=100,
+        pruner="asha",
+        pruner_extra="min_resource = 1\nreduction_factor = 3",
+    )
     config = load_config(path)
     url = resolve_storage(config)
     worker = Worker(config, url, prepare_worker(config, url, verbose=False))

@@ -20,15 +20,19 @@ SHAPE = (1, 12, 12)
 
 def net_of(*blocks: tuple, head: str = "gap", dense: tuple[int, ...] = (), seed: int = 0) -> nn.Sequential:
     """Blocks as (kind, convs, width, pool, batch_norm[, dropout]); kernel 3."""
-    specs = tuple(BlockSpec(convs=c, width=w, kernel=3, pool=p, batch_norm=bn, dropout=rest[0] if rest else 0.0, kind=kind)
-                  for kind, c, w, p, bn, *rest in blocks)
+    specs = tuple(
+        BlockSpec(convs=c, width=w, kernel=3, pool=p, batch_norm=bn, dropout=rest[0] if rest else 0.0, kind=kind)
+        for kind, c, w, p, bn, *rest in blocks
+    )
     torch.manual_seed(seed)
     return build_model(ArchSpec(blocks=specs, head=head, dense=dense, dense_dropout=0.0), SHAPE, 10)
 
 
 NETS = {
     "plain": lambda: net_of(("plain", 2, 16, "max", True, 0.3), ("plain", 1, 16, "avg", False), head="flatten", dense=(16,)),
-    "residual": lambda: net_of(("residual", 2, 8, "max", True), ("residual", 1, 16, "none", False), ("residual", 2, 16, "max", True)),
+    "residual": lambda: net_of(
+        ("residual", 2, 8, "max", True), ("residual", 1, 16, "none", False), ("residual", 2, 16, "max", True)
+    ),
     "separable": lambda: net_of(("separable", 2, 16, "max", True), ("separable", 1, 8, "none", False, 0.2), dense=(12,)),
 }
 

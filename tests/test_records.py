@@ -17,8 +17,19 @@ C, P, F, W = TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState
 def rec(number: int, state: TrialState, value: float | None = None, constraints: dict | None = None, **attrs) -> R.TrialRecord:
     now = datetime.datetime.now()
     system = {"constraints": list(constraints.values())} if constraints else {}  # Optuna's list format
-    t = optuna.trial.FrozenTrial(number, state, value, now, now if state.is_finished() else None, {}, {}, attrs, system,
-                                 {} if value is None or state == C else {0: value}, number)
+    t = optuna.trial.FrozenTrial(
+        number,
+        state,
+        value,
+        now,
+        now if state.is_finished() else None,
+        {},
+        {},
+        attrs,
+        system,
+        {} if value is None or state == C else {0: value},
+        number,
+    )
     return R.TrialRecord.of(t)
 
 
@@ -47,13 +58,22 @@ def test_best_is_the_most_accurate_rankable_first_of_equals():
 
 
 def test_pareto_front_by_any_cost_skips_what_is_not_rankable():
-    recs = [rec(0, C, 0.9, params=10), rec(1, C, 0.8, params=5), rec(2, C, 0.85, params=20), rec(3, C, 0.7, params=5),
-            rec(4, C, 0.95, params=30), rec(5, C, 0.99, params=1, **{R.REUSED: 4}), rec(6, P, 0.97, params=2)]
+    recs = [
+        rec(0, C, 0.9, params=10),
+        rec(1, C, 0.8, params=5),
+        rec(2, C, 0.85, params=20),
+        rec(3, C, 0.7, params=5),
+        rec(4, C, 0.95, params=30),
+        rec(5, C, 0.99, params=1, **{R.REUSED: 4}),
+        rec(6, P, 0.97, params=2),
+    ]
     assert [r.number for r in R.pareto_front(recs, cost=lambda r: r.params)] == [1, 0, 4]
 
 
 def test_best_so_far_counts_only_rankable_trials():
-    curve = best_so_far([rec(0, F), rec(1, C, 0.5), rec(2, P, 0.9), rec(3, C, 0.7), rec(4, C, 0.99, **{R.REUSED: 3}), rec(5, C, 0.6)])
+    curve = best_so_far(
+        [rec(0, F), rec(1, C, 0.5), rec(2, P, 0.9), rec(3, C, 0.7), rec(4, C, 0.99, **{R.REUSED: 3}), rec(5, C, 0.6)]
+    )
     assert curve == [(1, 0.5), (2, 0.5), (3, 0.7), (4, 0.7), (5, 0.7)]
 
 
@@ -62,7 +82,9 @@ def test_ranked_puts_rankable_first_then_reused_then_pruned_then_the_rest():
     assert [r.number for r in R.ranked(recs)] == [4, 1, 2, 3, 5, 0]
 
 
-@pytest.mark.parametrize("name", ["ARCH", "LAYERS", "EPOCHS", "REASON", "REUSED", "INFEASIBLE", "CURVE", "WORKER", "RETRY_OF", "SEED"])
+@pytest.mark.parametrize(
+    "name", ["ARCH", "LAYERS", "EPOCHS", "REASON", "REUSED", "INFEASIBLE", "CURVE", "WORKER", "RETRY_OF", "SEED"]
+)
 def test_attribute_names_are_unique_strings(name):
     names = [v for k, v in vars(R).items() if k.isupper() and isinstance(v, str) and not k.startswith(("STUDY_", "SYS_"))]
     assert getattr(R, name) in names and len(names) == len(set(names))

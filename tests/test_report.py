@@ -57,10 +57,19 @@ def test_report_escapes_hostile_trial_attributes(mixed, tmp_path):
     study = open_existing(str(copy)).study
     real = next(t for t in study.trials if t.state == TrialState.COMPLETE)
     hostile = {**real.user_attrs, "arch_line": SCRIPT, "end_reason": f"completed {IMG}"}
-    study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, value=0.5, params=real.params,
-                                              distributions=real.distributions, user_attrs=hostile))
-    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, params=real.params, distributions=real.distributions,
-                                              user_attrs={**real.user_attrs, "end_reason": f"error: {IMG}"}))
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.COMPLETE, value=0.5, params=real.params, distributions=real.distributions, user_attrs=hostile
+        )
+    )
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.FAIL,
+            params=real.params,
+            distributions=real.distributions,
+            user_attrs={**real.user_attrs, "end_reason": f"error: {IMG}"},
+        )
+    )
     stored = open_existing(str(copy)).study.trials[-2:]
     assert [t.user_attrs["arch_line"] for t in stored] == [SCRIPT, real.user_attrs["arch_line"]]
     out = tmp_path / "out"

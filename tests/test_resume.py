@@ -21,13 +21,31 @@ from bonas.workers import Worker, prepare_worker
 from tests.conftest import write_tiny_config
 
 BIN = Path(sys.executable).parent
-GOOD = {"n_blocks": 1, "b0_width": 8, "b0_pool": "max", "b0_bn": True, "head": "flatten", "n_dense": 0, "lr": 0.02, "weight_decay": 1e-5}
+GOOD = {
+    "n_blocks": 1,
+    "b0_width": 8,
+    "b0_pool": "max",
+    "b0_bn": True,
+    "head": "flatten",
+    "n_dense": 0,
+    "lr": 0.02,
+    "weight_decay": 1e-5,
+}
 EPOCHS = 5
 
 
 def config(folder: Path, name: str) -> Path:
-    path = write_tiny_config(folder, name, n_trials=1, epochs=EPOCHS, pruner="none", pruner_extra="", train_subset=600, val_subset=100,
-                             extra="[workers]\nheartbeat_interval = 1\ngrace_period = 3\n")
+    path = write_tiny_config(
+        folder,
+        name,
+        n_trials=1,
+        epochs=EPOCHS,
+        pruner="none",
+        pruner_extra="",
+        train_subset=600,
+        val_subset=100,
+        extra="[workers]\nheartbeat_interval = 1\ngrace_period = 3\n",
+    )
     path.write_text(path.read_text().replace("batch_sizes = [64]", "batch_sizes = [16]"))
     return path
 
@@ -53,8 +71,13 @@ def test_a_killed_workers_trial_resumes_from_its_state_with_its_seed(tmp_path):
     study = Worker(cfg, url, prepare_worker(cfg, url, verbose=False)).study  # creates the study
     study.enqueue_trial(GOOD)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    victim = subprocess.Popen([str(BIN / "bonas"), "worker", str(path), "--index", "0", "--threads", "1"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    victim = subprocess.Popen(
+        [str(BIN / "bonas"), "worker", str(path), "--index", "0", "--threads", "1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         running = study.get_trials(states=(TrialState.RUNNING,))
@@ -69,8 +92,13 @@ def test_a_killed_workers_trial_resumes_from_its_state_with_its_seed(tmp_path):
     done_epochs = len(killed.intermediate_values)
     assert done_epochs < EPOCHS, "killed mid-training"
 
-    peer = subprocess.run([str(BIN / "bonas"), "worker", str(path), "--index", "1", "--threads", "1"], env=env, capture_output=True,
-                          text=True, timeout=300)
+    peer = subprocess.run(
+        [str(BIN / "bonas"), "worker", str(path), "--index", "1", "--threads", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert peer.returncode == 0, peer.stdout[-2000:] + peer.stderr[-2000:]
     trials = {t.number: t for t in optuna.load_study(study_name="kill", storage=url).trials}
     failed = trials[killed.number]
@@ -85,5 +113,7 @@ def test_a_killed_workers_trial_resumes_from_its_state_with_its_seed(tmp_path):
     assert curve[:done_epochs] == [killed.intermediate_values[s] for s in range(done_epochs)]
     reference = reference_curve(tmp_path)
     assert curve == reference, f"resumed {curve} vs uninterrupted {reference}: the same training, interrupted or not"
-    print(f"killed after {done_epochs} epochs; the retry went on from epoch {resumed} and trained {EPOCHS - resumed}; "
-          f"its curve equals the uninterrupted run's")
+    print(
+        f"killed after {done_epochs} epochs; the retry went on from epoch {resumed} and trained {EPOCHS - resumed}; "
+        f"its curve equals the uninterrupted run's"
+    )

@@ -18,7 +18,9 @@ from tests.conftest import write_tiny_config
 BIN = Path(sys.executable).parent
 
 
-@pytest.mark.parametrize("text, seconds", [("90s", 90), ("45m", 2700), ("1h", 3600), ("1h30m", 5400), ("2h15m30s", 8130), ("600", 600)])
+@pytest.mark.parametrize(
+    "text, seconds", [("90s", 90), ("45m", 2700), ("1h", 3600), ("1h30m", 5400), ("2h15m30s", 8130), ("600", 600)]
+)
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 
@@ -40,8 +42,23 @@ def test_run_holds_its_budget_and_writes_a_tested_model(tmp_path):
     path = write_tiny_config(tmp_path, "rn", n_trials=3, epochs=2, train_subset=300, val_subset=100)
     budget = 30
     start = time.monotonic()
-    proc = subprocess.run([str(BIN / "bonas"), "run", str(path), "--budget", f"{budget}s", "--report", str(tmp_path / "report"),
-                           "--out", str(tmp_path / "final.pt")], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            str(BIN / "bonas"),
+            "run",
+            str(path),
+            "--budget",
+            f"{budget}s",
+            "--report",
+            str(tmp_path / "report"),
+            "--out",
+            str(tmp_path / "final.pt"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     wall = time.monotonic() - start
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     study = optuna.load_study(study_name="rn", storage=f"sqlite:///{tmp_path / 'rn.db'}")
@@ -56,4 +73,8 @@ def test_run_holds_its_budget_and_writes_a_tested_model(tmp_path):
     ckpt = torch.load(tmp_path / "final.pt", weights_only=True)
     assert ckpt["info"]["test_acc"] == retrained["test_acc"]
     assert (tmp_path / "report" / "index.html").exists()
-    assert f"test accuracy {retrained['test_acc']:.4f}" in proc.stdout and "parameters" in proc.stdout and "ms per image" in proc.stdout
+    assert (
+        f"test accuracy {retrained['test_acc']:.4f}" in proc.stdout
+        and "parameters" in proc.stdout
+        and "ms per image" in proc.stdout
+    )

@@ -33,8 +33,19 @@ def test_search_writes_a_study_optuna_can_read(tiny_config, capsys):
     db = path.with_suffix(".db")
     assert db.exists(), "the default storage is SQLite beside the config"
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "optuna"), "trials", "--study-name", "tiny", "--storage", f"sqlite:///{db}", "-f", "json"],
-        capture_output=True, text=True, timeout=120,
+        [
+            str(Path(sys.executable).parent / "optuna"),
+            "trials",
+            "--study-name",
+            "tiny",
+            "--storage",
+            f"sqlite:///{db}",
+            "-f",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
@@ -89,7 +100,16 @@ def test_forced_pruning_really_prunes(tiny_config):
     url = resolve_storage(config)
     splits = prepare_worker(config, url, verbose=False)
     worker = Worker(config, url, splits)
-    good = {"n_blocks": 1, "b0_width": 8, "b0_pool": "max", "b0_bn": True, "head": "flatten", "n_dense": 0, "lr": 0.02, "weight_decay": 1e-5}
+    good = {
+        "n_blocks": 1,
+        "b0_width": 8,
+        "b0_pool": "max",
+        "b0_bn": True,
+        "head": "flatten",
+        "n_dense": 0,
+        "lr": 0.02,
+        "weight_decay": 1e-5,
+    }
     worker.study.enqueue_trial(good)
     for variant in ({"b0_width": 4}, {"b0_width": 8}, {"b0_pool": "none"}):  # three different nets that cannot learn
         worker.study.enqueue_trial({**good, **variant, "lr": 1e-7})  # lr below the range on purpose: Optuna warns, uses it
@@ -111,7 +131,16 @@ def test_the_last_epoch_is_never_pruned(tiny_config):
     config = load_config(path)
     url = resolve_storage(config)
     worker = Worker(config, url, prepare_worker(config, url, verbose=False))
-    good = {"n_blocks": 1, "b0_width": 8, "b0_pool": "max", "b0_bn": True, "head": "flatten", "n_dense": 0, "lr": 0.02, "weight_decay": 1e-5}
+    good = {
+        "n_blocks": 1,
+        "b0_width": 8,
+        "b0_pool": "max",
+        "b0_bn": True,
+        "head": "flatten",
+        "n_dense": 0,
+        "lr": 0.02,
+        "weight_decay": 1e-5,
+    }
     worker.study.enqueue_trial(good)
     worker.study.enqueue_trial({**good, "b0_width": 4, "lr": 1e-7})
     worker.run(n_trials=2, timeout=0)

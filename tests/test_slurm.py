@@ -47,8 +47,20 @@ def sbatch_lines(script: str) -> list[str]:
 def test_script_runs_one_exec_worker_per_array_task(tiny_config, tmp_path, capsys):
     config = tiny_config()
     before = files(tmp_path)
-    script = dry_run(config, "--workers", "5", "--cpus-per-worker", "3", "--gpus-per-worker", "1", "--time", "1-02:00:00",
-                     "--partition", "gpu", capsys=capsys)
+    script = dry_run(
+        config,
+        "--workers",
+        "5",
+        "--cpus-per-worker",
+        "3",
+        "--gpus-per-worker",
+        "1",
+        "--time",
+        "1-02:00:00",
+        "--partition",
+        "gpu",
+        capsys=capsys,
+    )
     opts = sbatch_lines(script)
     assert "--array=0-4" in opts and "--cpus-per-task=3" in opts and "--gres=gpu:1" in opts
     assert "--time=1-02:00:00" in opts and "--partition=gpu" in opts and "--requeue" in opts
@@ -101,7 +113,9 @@ def test_no_sbatch_on_path(tiny_config, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     assert main(["slurm", str(config), "--workers", "2", "--storage", FAKE_PG]) == 2
     err = capsys.readouterr().err
-    assert err == "bonas: sbatch is not on PATH; run bonas slurm on a Slurm login node (a one-node test cluster: bash .ci/slurm.sh start)\n"
+    assert err == (
+        "bonas: sbatch is not on PATH; run bonas slurm on a Slurm login node (a one-node test cluster: bash .ci/slurm.sh start)\n"
+    )
     assert files(tmp_path) == before
 
 
@@ -152,9 +166,14 @@ def diagnostics(folder: Path) -> str:
     return "\n".join(logs)
 
 
-@pytest.mark.parametrize("flags, message", [(["--partition", "nosuch"], "Invalid partition name specified"),
-                                            (["--workers", "100000"], "Invalid job array specification")],
-                         ids=["unknown partition", "array too large"])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--partition", "nosuch"], "Invalid partition name specified"),
+        (["--workers", "100000"], "Invalid job array specification"),
+    ],
+    ids=["unknown partition", "array too large"],
+)
 def test_sbatch_refusal_is_one_line_and_leaves_nothing(tiny_config, tmp_path, capsys, pg_secret, flags, message):
     config = tiny_config()
     before = files(tmp_path)
@@ -192,8 +211,9 @@ def test_existing_study_is_checked_before_submitting(tiny_config, tmp_path, caps
 def slow_study(folder: Path, n_trials: int) -> Path:
     """Trials of 4 epochs (a few tenths of a second each on 2 cores): the first one is caught inside fit."""
     config = folder / "par.toml"
-    text = tiny_config_text(name="par", n_trials=n_trials, pruner="none", pruner_extra="", epochs=4, train_subset=1200, val_subset=100,
-                            extra=FAST)
+    text = tiny_config_text(
+        name="par", n_trials=n_trials, pruner="none", pruner_extra="", epochs=4, train_subset=1200, val_subset=100, extra=FAST
+    )
     config.write_text(text.replace("batch_sizes = [64]", "batch_sizes = [16]"))
     return config
 
@@ -246,7 +266,11 @@ def test_array_survives_scancel_of_a_task_mid_trial(tmp_path, pg_secret, capsys)
         assert SECRET.encode() not in argv and b"worker" in argv, "the URL is in the environment, not in ps"
         cancelled = time.monotonic()
         subprocess.run(["scancel", f"{job}_{task}"], check=True, timeout=30)
-        wait_for(lambda: load(url, "par").trials[victim.number].state == TrialState.FAIL, timeout=60, what="the cancelled trial to FAIL")
+        wait_for(
+            lambda: load(url, "par").trials[victim.number].state == TrialState.FAIL,
+            timeout=60,
+            what="the cancelled trial to FAIL",
+        )
         failed_after = time.monotonic() - cancelled
         wait_for(lambda: not any(line.startswith(f"{job}_{task} ") for line in squeue(job)), timeout=60, what="the task to go")
         gone_after = time.monotonic() - cancelled
@@ -261,18 +285,25 @@ def test_array_survives_scancel_of_a_task_mid_trial(tmp_path, pg_secret, capsys)
     t = trials[victim.number]
     assert t.state == TrialState.FAIL and t.user_attrs["end_reason"] == "interrupted by SIGTERM", diag
     retry = [x for x in trials if x.user_attrs.get("retry_of") == victim.number]
-    assert len(retry) == 1 and retry[0].params == victim.params and retry[0].state in (TrialState.COMPLETE, TrialState.PRUNED), diag
+    assert len(retry) == 1 and retry[0].params == victim.params and retry[0].state in (TrialState.COMPLETE, TrialState.PRUNED), (
+        diag
+    )
     assert sum(x.state == TrialState.FAIL for x in trials) == 1, diag
     records = task_records(job)
-    assert (records[task]["JobState"], records[task]["ExitCode"]) == ("CANCELLED", "143:0"), "the worker exited by itself, before KillWait"
-    assert {i: (r["JobState"], r["ExitCode"]) for i, r in records.items() if i != task} == \
-        {i: ("COMPLETED", "0:0") for i in range(4) if i != task}, diag
+    assert (records[task]["JobState"], records[task]["ExitCode"]) == ("CANCELLED", "143:0"), (
+        "the worker exited by itself, before KillWait"
+    )
+    assert {i: (r["JobState"], r["ExitCode"]) for i, r in records.items() if i != task} == {
+        i: ("COMPLETED", "0:0") for i in range(4) if i != task
+    }, diag
     log = (tmp_path / "par.slurm" / f"{job}_{task}.out").read_text()
     assert "interrupted by SIGTERM" in log, diag
     assert "Traceback" not in diag and SECRET not in diag
-    print(f"\nslurm: submit -> first trial inside fit {first_trial:.1f}s; scancel -> trial FAIL {failed_after:.1f}s, "
-          f"-> task gone from squeue {gone_after:.1f}s; submit -> array done {total:.1f}s "
-          f"(4 tasks, at most {os.cpu_count()} at a time)")
+    print(
+        f"\nslurm: submit -> first trial inside fit {first_trial:.1f}s; scancel -> trial FAIL {failed_after:.1f}s, "
+        f"-> task gone from squeue {gone_after:.1f}s; submit -> array done {total:.1f}s "
+        f"(4 tasks, at most {os.cpu_count()} at a time)"
+    )
 
 
 def test_requeued_task_restarts_and_rejoins_the_study(tmp_path, pg_secret, capsys):
@@ -285,8 +316,12 @@ def test_requeued_task_restarts_and_rejoins_the_study(tmp_path, pg_secret, capsy
         victim, _, _ = freeze_in_fit(url)
         requeued = time.monotonic()
         subprocess.run(["scontrol", "requeue", f"{job}_0"], check=True, timeout=30)
-        rerun = wait_for(lambda: next((t for t in load(url, "par").trials if t.user_attrs.get("retry_of") == victim.number), None),
-                         timeout=120, every=0.5, what="the restarted task to rerun the trial")
+        rerun = wait_for(
+            lambda: next((t for t in load(url, "par").trials if t.user_attrs.get("retry_of") == victim.number), None),
+            timeout=120,
+            every=0.5,
+            what="the restarted task to rerun the trial",
+        )
         rejoined_after = time.monotonic() - requeued
         wait_for(lambda: not squeue(job), timeout=120, every=0.5, what="the task to finish")
     except BaseException:

@@ -72,9 +72,14 @@ def test_conditional_params_exist_only_where_they_mean_something():
 
 def test_no_pool_param_below_2x2():
     space = parse_config('name = "x"\n[space]\nn_blocks = [4, 4]\npooling = ["max"]\n').space
-    trial = optuna.trial.FixedTrial({f"b{i}_width": 16 for i in range(4)} | {f"b{i}_kernel": 3 for i in range(4)}
-                                    | {f"b{i}_convs": 1 for i in range(4)} | {f"b{i}_bn": False for i in range(4)}
-                                    | {f"b{i}_dropout": 0.0 for i in range(4)} | {"head": "gap", "n_dense": 0})
+    trial = optuna.trial.FixedTrial(
+        {f"b{i}_width": 16 for i in range(4)}
+        | {f"b{i}_kernel": 3 for i in range(4)}
+        | {f"b{i}_convs": 1 for i in range(4)}
+        | {f"b{i}_bn": False for i in range(4)}
+        | {f"b{i}_dropout": 0.0 for i in range(4)}
+        | {"head": "gap", "n_dense": 0}
+    )
     arch = suggest_arch(trial, space, (1, 8, 8))  # pooling has one choice: fixed, never a param
     assert [b.pool for b in arch.blocks] == ["max", "max", "max", "none"]
 
@@ -82,16 +87,35 @@ def test_no_pool_param_below_2x2():
 def test_fixed_trial_gives_the_exact_spec():
     config = load_config(ROOT / "studies" / "digits.toml")
     params = {
-        "n_blocks": 2, "b0_convs": 2, "b0_width": 32, "b0_kernel": 5, "b0_pool": "max", "b0_bn": True, "b0_dropout": 0.1,
-        "b1_convs": 1, "b1_width": 64, "b1_kernel": 3, "b1_pool": "avg", "b1_bn": False, "b1_dropout": 0.0,
-        "head": "flatten", "n_dense": 1, "d0_units": 64, "dense_dropout": 0.2,
-        "optimizer": "sgd", "lr": 0.01, "weight_decay": 1e-4, "batch_size": 32,
+        "n_blocks": 2,
+        "b0_convs": 2,
+        "b0_width": 32,
+        "b0_kernel": 5,
+        "b0_pool": "max",
+        "b0_bn": True,
+        "b0_dropout": 0.1,
+        "b1_convs": 1,
+        "b1_width": 64,
+        "b1_kernel": 3,
+        "b1_pool": "avg",
+        "b1_bn": False,
+        "b1_dropout": 0.0,
+        "head": "flatten",
+        "n_dense": 1,
+        "d0_units": 64,
+        "dense_dropout": 0.2,
+        "optimizer": "sgd",
+        "lr": 0.01,
+        "weight_decay": 1e-4,
+        "batch_size": 32,
     }
     arch, train = specs_from_params(params, config.space, config.training, config.data, (1, 8, 8))
     assert arch.describe() == "c32k5x2+bn/max/d0.1 | c64k3/avg | flatten | fc64/d0.2"
     assert (train.optimizer, train.lr, train.batch_size, train.augment) == ("sgd", 0.01, 32, False)
     with pytest.raises(ValueError):  # a missing param is an error, not a silent default
-        specs_from_params({k: v for k, v in params.items() if k != "b1_width"}, config.space, config.training, config.data, (1, 8, 8))
+        specs_from_params(
+            {k: v for k, v in params.items() if k != "b1_width"}, config.space, config.training, config.data, (1, 8, 8)
+        )
 
 
 def test_seed_preset_is_exactly_the_articles_27_networks():
@@ -111,7 +135,10 @@ def test_seed_preset_is_exactly_the_articles_27_networks():
 
 
 def test_variant_fields_get_their_own_param_names():
-    text = 'name = "x"\n[space]\nwidths = [8, 16]\n[[space.variants]]\nname = "wide"\nwidths = [64, 128]\n[[space.variants]]\nname = "narrow"\n'
+    text = (
+        'name = "x"\n[space]\nwidths = [8, 16]\n[[space.variants]]\nname = "wide"\nwidths = [64, 128]\n'
+        '[[space.variants]]\nname = "narrow"\n'
+    )
     config = parse_config(text)
     seen = set()
     for params, arch, _ in sample_specs(config.space, config.training, config.data, (1, 28, 28), n=30):
@@ -131,8 +158,14 @@ def test_width_range_is_log_int():
 
 
 def test_params_and_flops_match_hand_counts():
-    arch = ArchSpec.from_dict({"blocks": [{"convs": 1, "width": 8, "kernel": 3, "pool": "max", "batch_norm": False, "dropout": 0.0}],
-                               "head": "flatten", "dense": [16], "dense_dropout": 0.0})
+    arch = ArchSpec.from_dict(
+        {
+            "blocks": [{"convs": 1, "width": 8, "kernel": 3, "pool": "max", "batch_norm": False, "dropout": 0.0}],
+            "head": "flatten",
+            "dense": [16],
+            "dense_dropout": 0.0,
+        }
+    )
     net = build_model(arch, (1, 8, 8), 10)
     conv = 8 * (1 * 3 * 3) + 8
     fc = (8 * 4 * 4) * 16 + 16
@@ -154,7 +187,10 @@ def test_model_module_never_imports_optuna():
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
-KINDS = 'name = "k"\n[space]\nn_blocks = [1, 4]\nwidths = [4, 8, 16]\nblock_types = ["plain", "residual", "separable"]\nwidth_multipliers = [0.5, 1.5]\n'
+KINDS = (
+    'name = "k"\n[space]\nn_blocks = [1, 4]\nwidths = [4, 8, 16]\nblock_types = ["plain", "residual", "separable"]\n'
+    "width_multipliers = [0.5, 1.5]\n"
+)
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=["8x8x1", "28x28x1", "32x32x3"])
@@ -184,18 +220,37 @@ def test_configs_without_the_new_fields_keep_their_params_and_specs():
 
 
 def test_tied_blocks_share_one_type_and_a_multiplier_floors_at_one_channel():
-    space = parse_config('name = "x"\n[space]\ntie_blocks = true\nwidths = [1, 16]\nblock_types = ["residual", "separable"]\nwidth_multipliers = [0.25, 2.0]\n').space
-    params = {"n_blocks": 3, "width_mult": 0.25, "type": "separable", "convs": 1, "width": 1, "kernel": 3, "pool": "max", "bn": True,
-              "dropout": 0.0, "head": "gap", "n_dense": 0}
+    space = parse_config(
+        'name = "x"\n[space]\ntie_blocks = true\nwidths = [1, 16]\nblock_types = ["residual", "separable"]\n'
+        "width_multipliers = [0.25, 2.0]\n"
+    ).space
+    params = {
+        "n_blocks": 3,
+        "width_mult": 0.25,
+        "type": "separable",
+        "convs": 1,
+        "width": 1,
+        "kernel": 3,
+        "pool": "max",
+        "bn": True,
+        "dropout": 0.0,
+        "head": "gap",
+        "n_dense": 0,
+    }
     arch = suggest_arch(optuna.trial.FixedTrial(params), space, (1, 28, 28))
     assert [(b.kind, b.width) for b in arch.blocks] == [("separable", 1)] * 3
-    arch = suggest_arch(optuna.trial.FixedTrial({**params, "width_mult": 2.0, "width": 16, "type": "residual"}), space, (1, 28, 28))
+    arch = suggest_arch(
+        optuna.trial.FixedTrial({**params, "width_mult": 2.0, "width": 16, "type": "residual"}), space, (1, 28, 28)
+    )
     assert arch.describe() == "r32k3+bn/max | r32k3+bn/max | r32k3+bn/max | gap"
 
 
 def test_variants_override_block_types_and_multipliers():
-    text = ('name = "x"\n[space]\nn_blocks = [1, 1]\nwidths = [8]\n[[space.variants]]\nname = "res"\nblock_types = ["residual", "separable"]\n'
-            'width_multipliers = [1.0, 2.0]\n[[space.variants]]\nname = "flat"\n')
+    text = (
+        'name = "x"\n[space]\nn_blocks = [1, 1]\nwidths = [8]\n[[space.variants]]\nname = "res"\n'
+        'block_types = ["residual", "separable"]\n'
+        'width_multipliers = [1.0, 2.0]\n[[space.variants]]\nname = "flat"\n'
+    )
     config = parse_config(text)
     for params, arch, _ in sample_specs(config.space, config.training, config.data, (1, 8, 8), n=20):
         if params["variant"] == "res":
@@ -206,21 +261,31 @@ def test_variants_override_block_types_and_multipliers():
 
 
 def test_block_types_and_multipliers_enumerate():
-    space = parse_config('name = "x"\n[space]\nn_blocks = [1, 1]\nconvs_per_block = [1, 1]\nwidths = [8]\nkernel_sizes = [3]\npooling = ["max"]\n'
-                         'batch_norm = [true]\ndropout = [0.0, 0.0]\nheads = ["gap"]\ndense_layers = [0, 0]\n'
-                         'block_types = ["plain", "residual", "separable"]\nwidth_multipliers = [1.0, 2.0]\n').space
-    assert {a.describe() for a in enumerate_archs(space, (1, 8, 8))} == {
-        f"{k}{w}k3+bn/max | gap" for k in "crs" for w in (8, 16)}
+    space = parse_config(
+        'name = "x"\n[space]\nn_blocks = [1, 1]\nconvs_per_block = [1, 1]\nwidths = [8]\nkernel_sizes = [3]\npooling = ["max"]\n'
+        'batch_norm = [true]\ndropout = [0.0, 0.0]\nheads = ["gap"]\ndense_layers = [0, 0]\n'
+        'block_types = ["plain", "residual", "separable"]\nwidth_multipliers = [1.0, 2.0]\n'
+    ).space
+    assert {a.describe() for a in enumerate_archs(space, (1, 8, 8))} == {f"{k}{w}k3+bn/max | gap" for k in "crs" for w in (8, 16)}
 
 
-@pytest.mark.parametrize("space, message", [
-    ('block_types = ["resnet"]', "x.toml: space.block_types: unknown value 'resnet'; choose one of: plain, residual, separable"),
-    ("block_types = []", "x.toml: space.block_types: the choice list is empty"),
-    ("width_multipliers = [1.0, 0]", "x.toml: space.width_multipliers: multipliers must be > 0"),
-    ("width_multipliers = [1.0, 1]", "x.toml: space.width_multipliers: choices must be unique, got [1.0, 1.0]"),
-    ('width_multipliers = ["wide"]', "x.toml: space.width_multipliers[0]: expected a number, got string 'wide'"),
-    ('[[space.variants]]\nname = "v"\nblock_types = ["plain", "sep"]', "x.toml: space.variants[0] (v).block_types: unknown value 'sep'"),
-])
+@pytest.mark.parametrize(
+    "space, message",
+    [
+        (
+            'block_types = ["resnet"]',
+            "x.toml: space.block_types: unknown value 'resnet'; choose one of: plain, residual, separable",
+        ),
+        ("block_types = []", "x.toml: space.block_types: the choice list is empty"),
+        ("width_multipliers = [1.0, 0]", "x.toml: space.width_multipliers: multipliers must be > 0"),
+        ("width_multipliers = [1.0, 1]", "x.toml: space.width_multipliers: choices must be unique, got [1.0, 1.0]"),
+        ('width_multipliers = ["wide"]', "x.toml: space.width_multipliers[0]: expected a number, got string 'wide'"),
+        (
+            '[[space.variants]]\nname = "v"\nblock_types = ["plain", "sep"]',
+            "x.toml: space.variants[0] (v).block_types: unknown value 'sep'",
+        ),
+    ],
+)
 def test_bad_block_types_and_multipliers_are_one_line_errors(space, message):
     from bonas.errors import ConfigError
 

@@ -73,25 +73,47 @@ class FailEachKindOnce:
         kind = _kind(statement)
         if kind not in self.failed:
             self.failed.append(kind)
-            raise sqlalchemy.exc.OperationalError(statement, parameters, ConnectionError("injected: server closed the connection"))
+            raise sqlalchemy.exc.OperationalError(
+                statement, parameters, ConnectionError("injected: server closed the connection")
+            )
 
 
 def test_every_kind_of_storage_call_a_worker_makes_survives_a_transient_error(tmp_path, caplog):
-    path = write_tiny_config(tmp_path, "flaky", n_trials=3, epochs=2, extra="[workers]\nheartbeat_interval = 1\ngrace_period = 30\n")
+    path = write_tiny_config(
+        tmp_path, "flaky", n_trials=3, epochs=2, extra="[workers]\nheartbeat_interval = 1\ngrace_period = 30\n"
+    )
     config = load_config(path)
     url = resolve_storage(config)
     worker = Worker(config, url, prepare_worker(config, url, verbose=False))
-    worker.study.enqueue_trial({"n_blocks": 1, "b0_width": 8, "b0_pool": "max", "b0_bn": True, "head": "flatten", "n_dense": 0,
-                                "lr": 0.02, "weight_decay": 1e-5})
+    worker.study.enqueue_trial(
+        {
+            "n_blocks": 1,
+            "b0_width": 8,
+            "b0_pool": "max",
+            "b0_bn": True,
+            "head": "flatten",
+            "n_dense": 0,
+            "lr": 0.02,
+            "weight_decay": 1e-5,
+        }
+    )
     hook = FailEachKindOnce(worker.storage.engine)
     summary = worker.run(n_trials=3, timeout=0)
     assert summary.finished == 3 and summary.failed == 0
     best = worker.study.best_trial  # the best-trial query too
     trials = worker.study.get_trials()
     assert [t.state for t in trials].count(TrialState.FAIL) == 0 and best in trials
-    hot = {("INSERT", "trials"), ("SELECT", "trials"), ("INSERT", "trial_params"), ("INSERT", "trial_values"),
-           ("INSERT", "trial_intermediate_values"), ("INSERT", "trial_user_attributes"), ("INSERT", "trial_heartbeats"),
-           ("UPDATE", "trials"), ("INSERT", "study_system_attributes")}
+    hot = {
+        ("INSERT", "trials"),
+        ("SELECT", "trials"),
+        ("INSERT", "trial_params"),
+        ("INSERT", "trial_values"),
+        ("INSERT", "trial_intermediate_values"),
+        ("INSERT", "trial_user_attributes"),
+        ("INSERT", "trial_heartbeats"),
+        ("UPDATE", "trials"),
+        ("INSERT", "study_system_attributes"),
+    }
     assert hot <= set(hook.failed), f"kinds not exercised: {hot - set(hook.failed)}"
     assert sum("storage unavailable" in r.getMessage() for r in caplog.records) >= len(hot)
     print(f"{len(hook.failed)} kinds of statement failed once each and were retried: {sorted(hook.failed)}")

@@ -15,8 +15,10 @@ from tests.conftest import tiny_config_text
     [
         ("postgresql://bob:s3cret@db:5432/x", "postgresql://bob:***@db:5432/x"),
         ("postgresql://bob@db/x?password=s3cret", "postgresql://bob@db/x?password=***"),
-        ("postgresql://bob@db/x?sslmode=require&sslpassword=s3cret&connect_timeout=3",
-         "postgresql://bob@db/x?sslmode=require&sslpassword=***&connect_timeout=3"),
+        (
+            "postgresql://bob@db/x?sslmode=require&sslpassword=s3cret&connect_timeout=3",
+            "postgresql://bob@db/x?sslmode=require&sslpassword=***&connect_timeout=3",
+        ),
         ("mysql+pymysql://u@h/db?auth_token=s3cret", "mysql+pymysql://u@h/db?auth_token=***"),
         ("postgresql://bob:p%40ss@db/x?PASSWORD=s3cret", "postgresql://bob:***@db/x?PASSWORD=***"),
         ("sqlite:///studies/x.db", "sqlite:///studies/x.db"),
@@ -29,7 +31,11 @@ def test_mask_url_hides_passwords_and_tokens(url, masked):
 
 
 def config(storage: str = "", path: str = "/tmp/cfg/study.toml"):
-    text = tiny_config_text(name="study").replace('seed = 0', f'seed = 0\nstorage = "{storage}"') if storage else tiny_config_text(name="study")
+    text = (
+        tiny_config_text(name="study").replace("seed = 0", f'seed = 0\nstorage = "{storage}"')
+        if storage
+        else tiny_config_text(name="study")
+    )
     return parse_config(text, source=path)
 
 
@@ -48,7 +54,9 @@ def test_shell_url_never_prints_a_secret_and_still_works_from_the_environment(mo
     monkeypatch.delenv("BONAS_STORAGE")
     monkeypatch.setenv("PGURL", "postgresql://bob:s3cret@127.0.0.1/x")
     assert shell_url(config("${PGURL}")) == '"${PGURL}"'
-    assert shell_url(config(), "postgresql+psycopg://bob@127.0.0.1/x") == "postgresql+psycopg://bob@127.0.0.1/x", "no secret: as is"
+    assert shell_url(config(), "postgresql+psycopg://bob@127.0.0.1/x") == "postgresql+psycopg://bob@127.0.0.1/x", (
+        "no secret: as is"
+    )
     assert "s3cret" not in shell_url(config(), "postgresql://bob:s3cret@127.0.0.1/x")
 
 

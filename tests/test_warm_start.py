@@ -40,7 +40,7 @@ def test_the_seed_preset_trains_as_the_article():
 
 def test_warm_start_file_is_enqueued_first(tmp_path):
     (tmp_path / "warm").mkdir()
-    listed = '[[trial]]\nn_blocks = 1\nb0_width = 8\nlr = 0.02\n\n[[trial]]\nn_blocks = 2\nb0_width = 4\nb1_width = 8\n'
+    listed = "[[trial]]\nn_blocks = 1\nb0_width = 8\nlr = 0.02\n\n[[trial]]\nn_blocks = 2\nb0_width = 4\nb1_width = 8\n"
     (tmp_path / "warm" / "list.toml").write_text(listed)
     path = tmp_path / "w.toml"
     path.write_text(tiny_config_text(name="w", n_trials=3, epochs=1) + '\n[warm_start]\nfile = "warm/list.toml"\n')
@@ -64,8 +64,10 @@ def test_top_k_of_another_study(tmp_path):
     assert [t.params for t in dst] == [t.params for t in top]
 
 
-@pytest.mark.parametrize("body, fragment", [("[[trial]]\nn_blocks = [1]\n", "must be a number"), ("oops = 1\n", "only [[trial]]"),
-                                            ("[[trial\n", "TOML syntax")])
+@pytest.mark.parametrize(
+    "body, fragment",
+    [("[[trial]]\nn_blocks = [1]\n", "must be a number"), ("oops = 1\n", "only [[trial]]"), ("[[trial\n", "TOML syntax")],
+)
 def test_bad_warm_start_file_is_one_line_and_writes_nothing(tmp_path, capsys, body, fragment):
     (tmp_path / "bad.toml").write_text(body)
     path = tmp_path / "w.toml"
@@ -120,8 +122,17 @@ def test_same_architecture_with_other_training_knobs_is_trained_not_reused(tmp_p
 
     url = resolve_storage(config)
     worker = Worker(config, url, prepare_worker(config, url, verbose=False))
-    base = {"n_blocks": 1, "b0_width": 8, "b0_pool": "max", "b0_bn": True, "head": "flatten", "n_dense": 0, "lr": 0.01,
-            "weight_decay": 1e-4, "batch_size": 32}
+    base = {
+        "n_blocks": 1,
+        "b0_width": 8,
+        "b0_pool": "max",
+        "b0_bn": True,
+        "head": "flatten",
+        "n_dense": 0,
+        "lr": 0.01,
+        "weight_decay": 1e-4,
+        "batch_size": 32,
+    }
     variants = [base, {**base, "lr": 0.02}, {**base, "batch_size": 64}, {**base, "weight_decay": 1e-5}, base]
     for params in variants:
         worker.study.enqueue_trial(params)
@@ -146,8 +157,16 @@ def test_reuse_can_be_switched_off(tmp_path):
 
     url = resolve_storage(config)
     worker = Worker(config, url, prepare_worker(config, url, verbose=False))
-    same = {"n_blocks": 1, "b0_width": 8, "b0_pool": "max", "b0_bn": True, "head": "flatten", "n_dense": 0, "lr": 0.02,
-            "weight_decay": 1e-5}
+    same = {
+        "n_blocks": 1,
+        "b0_width": 8,
+        "b0_pool": "max",
+        "b0_bn": True,
+        "head": "flatten",
+        "n_dense": 0,
+        "lr": 0.02,
+        "weight_decay": 1e-5,
+    }
     for _ in range(3):
         worker.study.enqueue_trial(same)
     worker.run(n_trials=3, timeout=0)

@@ -160,8 +160,19 @@ def test_elapsed_is_the_union_of_trial_intervals():
     t0 = datetime(2026, 1, 1)
 
     def trial(a, b, state=TrialState.COMPLETE):
-        return optuna.trial.FrozenTrial(0, state, 0.5 if state == TrialState.COMPLETE else None, t0 + timedelta(seconds=a),
-                                        t0 + timedelta(seconds=b) if b is not None else None, {}, {}, {}, {}, {}, 0)
+        return optuna.trial.FrozenTrial(
+            0,
+            state,
+            0.5 if state == TrialState.COMPLETE else None,
+            t0 + timedelta(seconds=a),
+            t0 + timedelta(seconds=b) if b is not None else None,
+            {},
+            {},
+            {},
+            {},
+            {},
+            0,
+        )
 
     # two workers overlapping on [0, 10] and [5, 12], then a gap, then [20, 25]
     assert study_elapsed([trial(0, 10), trial(5, 12), trial(20, 25)]) == 17
@@ -234,8 +245,10 @@ def test_killed_workers_trials_are_failed_and_retried(tmp_path, any_url):
     retry = [t for t in trials if t.user_attrs.get("retry_of") == victim.number]
     assert len(retry) == 1 and retry[0].params == victim.params and retry[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
     recovered = (retry[0].datetime_start - study.trials[victim.number].datetime_complete).total_seconds()
-    print(f"recovery: trial {victim.number} failed by the peer, its retry started {recovered:.1f}s later; "
-          f"study done {time.monotonic() - killed_at:.1f}s after the kill")
+    print(
+        f"recovery: trial {victim.number} failed by the peer, its retry started {recovered:.1f}s later; "
+        f"study done {time.monotonic() - killed_at:.1f}s after the kill"
+    )
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "Ctrl-C"])
@@ -266,8 +279,11 @@ def test_stalled_worker_drops_its_failed_trial_and_carries_on(tmp_path, any_url)
     victim = wait_for(running_in_fit(any_url, a.pid), what="worker 0 inside fit")
     a.kill(signal.SIGSTOP)
     b = Proc(tmp_path, config, any_url, 1)
-    wait_for(lambda: load(any_url).trials[victim.number].state == TrialState.FAIL, timeout=120,
-             what="the peer to fail the stalled trial")
+    wait_for(
+        lambda: load(any_url).trials[victim.number].state == TrialState.FAIL,
+        timeout=120,
+        what="the peer to fail the stalled trial",
+    )
     a.kill(signal.SIGCONT)
     assert a.wait(600) == 0, a.text()
     assert b.wait(600) == 0, b.text()
@@ -337,21 +353,41 @@ def test_real_out_of_memory_fails_the_trial_frees_its_memory_and_the_worker_goes
     or if allocation failures stop being recorded as "out of memory"."""
     import resource
 
-    path = write_tiny_config(tmp_path, "oom", n_trials=1, epochs=1, train_subset=128, val_subset=64, sampler="random",
-                             sampler_extra="", pruner="none", pruner_extra="")
+    path = write_tiny_config(
+        tmp_path,
+        "oom",
+        n_trials=1,
+        epochs=1,
+        train_subset=128,
+        val_subset=64,
+        sampler="random",
+        sampler_extra="",
+        pruner="none",
+        pruner_extra="",
+    )
     url = sqlite_url(tmp_path)
     # The same threads and malloc arenas on any machine, and never a GPU: the baseline must be reproducible.
     env = {**os.environ, "BONAS_THREADS": "2", "MALLOC_ARENA_MAX": "2", "CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1"}
     argv = ["worker", str(path), "--storage", url]
-    calibration = subprocess.run([sys.executable, "-c", VMPEAK_PROBE, *argv], capture_output=True, text=True, env=env,
-                                 timeout=120)
+    calibration = subprocess.run(
+        [sys.executable, "-c", VMPEAK_PROBE, *argv], capture_output=True, text=True, env=env, timeout=120
+    )
     assert calibration.returncode == 0, calibration.stderr[-2000:]
     baseline = int(re.search(r"^VmPeak (\d+)$", calibration.stderr, re.M)[1]) * 1024  # one small trial run: the worker's baseline
     limit = baseline + HEADROOM
 
     study = load(url, "oom")
-    small = {"n_blocks": 1, "b0_width": 8, "b0_pool": "max", "b0_bn": False, "head": "flatten", "n_dense": 1, "d0_units": 16,
-             "lr": 0.0123, "weight_decay": 1e-5}
+    small = {
+        "n_blocks": 1,
+        "b0_width": 8,
+        "b0_pool": "max",
+        "b0_bn": False,
+        "head": "flatten",
+        "n_dense": 1,
+        "d0_units": 16,
+        "lr": 0.0123,
+        "weight_decay": 1e-5,
+    }
     big, medium = (round(f * HEADROOM / DENSE_BYTES_PER_UNIT) for f in (0.35, 0.13))  # d0_units beyond its range: Optuna warns
     for units in (big, medium, 16):
         study.enqueue_trial({**small, "d0_units": units})
@@ -360,8 +396,9 @@ def test_real_out_of_memory_fails_the_trial_frees_its_memory_and_the_worker_goes
     def limit_address_space():
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
-    run = subprocess.run([str(BIN / "bonas"), *argv], capture_output=True, text=True, env=env, timeout=300,
-                         preexec_fn=limit_address_space)
+    run = subprocess.run(
+        [str(BIN / "bonas"), *argv], capture_output=True, text=True, env=env, timeout=300, preexec_fn=limit_address_space
+    )
     out = run.stdout + run.stderr
     assert run.returncode == 0 and "Traceback" not in out, out[-3000:]
     trials = load(url, "oom").trials
@@ -370,8 +407,10 @@ def test_real_out_of_memory_fails_the_trial_frees_its_memory_and_the_worker_goes
     assert reason.startswith("out of memory") and "can't allocate memory" in reason, reason
     assert trials[1].user_attrs["params"] * 4 > 0.3 * HEADROOM, "the failed trial held a large part of the headroom"
     assert [t.params["d0_units"] for t in trials[1:]] == [big, medium, 16] and "reused_from" not in trials[3].user_attrs
-    print(f"baseline {baseline / 2**30:.2f} GiB, limit {limit / 2**30:.2f} GiB; "
-          f"trial 1 ({trials[1].user_attrs['params']:,} params): {reason}")
+    print(
+        f"baseline {baseline / 2**30:.2f} GiB, limit {limit / 2**30:.2f} GiB; "
+        f"trial 1 ({trials[1].user_attrs['params']:,} params): {reason}"
+    )
 
 
 def test_password_never_shows(tmp_path, pg_db, monkeypatch):
@@ -379,15 +418,24 @@ def test_password_never_shows(tmp_path, pg_db, monkeypatch):
     url = pg_db.replace("postgres@", f"postgres:{secret}@")  # trust auth: accepted, never needed
     config = write_tiny_config(tmp_path, "par", n_trials=2, epochs=1, train_subset=64, val_subset=32, extra=FAST)
     env = {**os.environ, "BONAS_TEST_URL": url}
-    proc = subprocess.run([str(BIN / "bonas"), "search", str(config), "--storage", "${BONAS_TEST_URL}", "-v"],
-                          capture_output=True, text=True, timeout=600, env=env)
+    proc = subprocess.run(
+        [str(BIN / "bonas"), "search", str(config), "--storage", "${BONAS_TEST_URL}", "-v"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert secret not in proc.stdout + proc.stderr
     study = load(url)
     assert secret not in json.dumps(study.user_attrs) + json.dumps([t.user_attrs for t in study.trials])
     assert "***" in study.user_attrs["bonas:config"]["storage"]
-    bad = subprocess.run([str(BIN / "bonas"), "trials", str(config), "--storage", f"postgresql://u:{secret}@127.0.0.1:1/x"],
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [str(BIN / "bonas"), "trials", str(config), "--storage", f"postgresql://u:{secret}@127.0.0.1:1/x"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and secret not in bad.stdout + bad.stderr and "Traceback" not in bad.stderr
     monkeypatch.setenv("BONAS_STORAGE", url)
     assert main(["trials", str(config)]) == 0
@@ -434,8 +482,9 @@ def test_workers_on_separate_hosts_and_a_cut_link(tmp_path):
         h2 = Proc(tmp_path, config, server.url(hosts["h2"][0]), 1, netns="bonas-h2")
         sh("ip", "link", "set", "bn-h1", "down")  # host 1 drops off the network mid-trial
         cut = time.monotonic()
-        wait_for(lambda: load(local).trials[victim.number].state == TrialState.FAIL, timeout=120,
-                 what="host 2 to fail host 1's trial")
+        wait_for(
+            lambda: load(local).trials[victim.number].state == TrialState.FAIL, timeout=120, what="host 2 to fail host 1's trial"
+        )
         reaped_after = time.monotonic() - cut
         assert h2.wait(600) == 0, h2.text()
         sh("ip", "link", "set", "bn-h1", "up")  # the link comes back: host 1 drops its dead trial and stops
