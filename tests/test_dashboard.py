@@ -124,12 +124,15 @@ def test_every_trial_has_an_architecture_note(study_dir):
 
 
 def test_top_k_artifacts_only(study_dir):
+    """The top 2 keep weights, ArchSpec, curve and training state; every other trial's files are gone."""
     study = open_existing(str(study_dir)).study
     folder = study_dir.parent / "dash.artifacts"
-    files = sorted(folder.iterdir())
+    files = {p.name for p in folder.iterdir()}
     complete = sorted((t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: -t.values[0])
-    assert len(files) == 3 * min(2, len(complete)), files
     metas = [m for t in complete[:2] for m in optuna.artifacts.get_all_artifact_meta(t, storage=study._storage)]
+    kinds = sorted(m.filename.split("-", 2)[2] for m in metas)
+    assert kinds == sorted(["weights.pt", "arch.json", "curve.png", "state.ckpt"] * min(2, len(complete))), kinds
+    assert files == {m.artifact_id for m in metas}, "nothing else is left in the store"
     assert {m.mimetype for m in metas} == {"application/octet-stream", "application/json", "image/png"}
     from bonas.checkpoint import load_checkpoint
 
@@ -170,14 +173,14 @@ def test_artifacts_are_served_safely(dashboard, study_dir):
 
 def test_a_trial_pushed_out_of_the_top_k_answers_410(evicted):
     """The hopeless trial was kept (top 1 while alone), then pushed out by the good one: its three artifact
-    URLs answer 410 Gone, the good trial's are served. Fails if the keeper stopped removing files (200) or
+    URLs (and its training state's) answer 410 Gone, the good trial's are served. Fails if the keeper stopped removing files (200) or
     the server stopped saying why (optuna-dashboard alone answers 500 for a missing file)."""
     path, study, hopeless, good = evicted
     assert [hopeless.state, good.state] == [TrialState.COMPLETE, TrialState.COMPLETE] and good.values[0] > hopeless.values[0]
     folder = path.parent / "evict.artifacts"
     gone = optuna.artifacts.get_all_artifact_meta(hopeless, storage=study._storage)
     kept = optuna.artifacts.get_all_artifact_meta(good, storage=study._storage)
-    assert len(gone) == len(kept) == 3, "both trials uploaded weights, ArchSpec and curve while in the top 1"
+    assert len(gone) == len(kept) == 4, "both trials uploaded weights, ArchSpec, curve and training state while in the top 1"
     assert not any((folder / m.artifact_id).exists() for m in gone) and all((folder / m.artifact_id).exists() for m in kept)
     with serving(path) as (url, _, _):
         for m in gone:

@@ -24,21 +24,26 @@ def retrained(tmp_path_factory):
         assert main(["search", str(path)]) == 0
         ckpt = folder / "best.pt"
         assert main(["retrain", str(path), "--epochs", "2", "--out", str(ckpt)]) == 0
-    return path, ckpt
+        best = open_existing(str(path)).study.user_attrs
+        assert main(["retrain", str(path), "--epochs", "1", "--search-data", "--out", str(folder / "subset.pt")]) == 0
+        subset = open_existing(str(path)).study.user_attrs
+    return path, ckpt, best, subset
 
 
 def test_retrain_records_test_accuracy_on_the_study(retrained):
-    path, ckpt = retrained
-    study = open_existing(str(path)).study
-    records = {k: v for k, v in study.user_attrs.items() if k.startswith("bonas:retrain:")}
+    path, ckpt, attrs, subset = retrained
+    records = {k: v for k, v in attrs.items() if k.startswith("bonas:retrain:")}
     assert len(records) == 1
     r = next(iter(records.values()))
     assert 0.0 <= r["test_acc"] <= 1.0 and len(r["per_class_acc"]) == 10
     assert r["test_images"] == 359, "digits' fixed 20% test split, untouched by the search"
-    assert r["train_images"] == 400, "train + validation subsets of the search (300 + 100)"
+    assert r["train_images"] == 1438, "by default the whole training split: train + validation, no subset"
+    assert r["epochs"] == 2 and r["parameters"] > 0 and r["latency_ms_batch1"] > 0
+    again = next(v for k, v in subset.items() if k.startswith("bonas:retrain:"))
+    assert again["train_images"] == 400 and again["epochs"] == 1, "--search-data: the search's subsets (300 + 100)"
     assert r["epochs"] == 2 and r["checkpoint"] == str(ckpt)
     assert sum(sum(row) for row in r["confusion"]) == 359
-    metas = optuna_artifacts(study)
+    metas = optuna_artifacts(open_existing(str(path)).study)
     assert any(m.artifact_id == r["artifact_id"] for m in metas)
 
 
@@ -49,7 +54,7 @@ def optuna_artifacts(study):
 
 
 def test_checkpoint_loads_with_weights_only_and_holds_what_is_needed(retrained):
-    _, ckpt = retrained
+    _, ckpt, _, _ = retrained
     raw = torch.load(ckpt, weights_only=True)
     assert raw["format"] == FORMAT
     assert raw["input_shape"] == [1, 8, 8] and raw["classes"] == [str(i) for i in range(10)]
@@ -60,7 +65,7 @@ def test_checkpoint_loads_with_weights_only_and_holds_what_is_needed(retrained):
 
 @pytest.mark.parametrize("fmt", ["torchscript", "exported", "onnx"])
 def test_export_reloads_with_identical_outputs(retrained, tmp_path, fmt, capsys):
-    _, ckpt = retrained
+    _, ckpt, _, _ = retrained
     out = tmp_path / f"model.{fmt}"
     assert main(["export", str(ckpt), "--format", fmt, "--out", str(out)]) == 0
     assert "reloaded" in capsys.readouterr().out and out.stat().st_size > 1000
@@ -81,7 +86,7 @@ def test_predict_classifies_image_files_like_the_network(retrained, tmp_path, ca
     from PIL import Image
     from sklearn.datasets import load_digits
 
-    _, ckpt = retrained
+    _, ckpt, _, _ = retrained
     digits = load_digits()
     files = []
     for i in range(12):
@@ -99,7 +104,7 @@ def test_predict_classifies_image_files_like_the_network(retrained, tmp_path, ca
 
 
 def test_bad_checkpoint_and_images_are_one_line_errors(retrained, tmp_path, capsys):
-    _, ckpt = retrained
+    _, ckpt, _, _ = retrained
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
     for argv, fragment in [
