@@ -56,7 +56,7 @@ heads = ["gap"]
 dense_layers = [0, 0]
 block_types = ["{kind}"]
 """
-ARCHS = [("plain", 32), ("residual", 32)]  # c32k3x2+bn/max twice + gap; the same with residual blocks
+ARCHS = [("plain", 24), ("residual", 24)]  # c24k3x2+bn/max twice + gap; the same with residual blocks
 REGIMES = {
     "final": {"epochs": 12, "train": 10000, "val": 4000},
     "search": {"epochs": 4, "train": 10000, "val": 2000},
