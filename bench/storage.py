@@ -45,7 +45,8 @@ from sqlalchemy.pool import NullPool
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.presets import without_table  # noqa: E402
-from bonas.storage import RETRY_FOR_S, StudyLock  # noqa: E402
+from bonas.lock import StudyLock  # noqa: E402
+from bonas.storage import RETRY_FOR_S  # noqa: E402
 
 PG = os.environ.get("BONAS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 MYSQL = os.environ.get("BONAS_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/test")
@@ -81,7 +82,7 @@ def _worker(kind: str, url: str, name: str, window: float, n_trials: int, out, r
     import optuna
 
     from bonas.budget import claim_trial
-    from bonas.storage import StudyLock
+    from bonas.lock import StudyLock
 
     warnings.filterwarnings("ignore")
     optuna.logging.set_verbosity(optuna.logging.ERROR)

@@ -37,12 +37,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bonas.config import BLOCK_TYPES, load_config  # noqa: E402
+from bonas.config import load_config  # noqa: E402
 from bonas.data import Batches, Preprocess, load_splits  # noqa: E402
 from bonas.model import build_model, count_params, summarize  # noqa: E402
 from bonas.proxies import PROXIES  # noqa: E402
 from bonas.space import suggest_arch, suggest_training  # noqa: E402
 from bonas.train import Classifier, NonFiniteLoss, make_trainer, quiet_lightning  # noqa: E402
+from bonas.validate import BLOCK_TYPES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCES = ("params", "flops")  # costs known before training: what a proxy has to beat

@@ -20,7 +20,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from bonas import promotion
 from bonas import records as R
-from bonas.storage import BonasStorage, StudyLock, storage_of, study_id, trial_id
+from bonas.lock import StudyLock
+from bonas.storage import BonasStorage, storage_of, study_id, trial_id
 
 
 class Verdict(enum.Enum):

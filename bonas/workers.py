@@ -31,9 +31,10 @@ from bonas.budget import BudgetStatus, Verdict, claim_trial, fail_and_requeue
 from bonas.config import StudyConfig
 from bonas.data import Splits, load_splits
 from bonas.errors import BonasError, StorageError
+from bonas.lock import StudyLock
 from bonas.notes import note_markdown, study_note, write_note
 from bonas.objective import Objective, Outcome
-from bonas.storage import CONNECT_RETRY_S, BonasStorage, StudyLock, first_line, open_storage, storage_of, trial_id
+from bonas.storage import CONNECT_RETRY_S, BonasStorage, first_line, open_storage, storage_of, trial_id
 from bonas.study import create_or_resume, stored_config
 from bonas.train import quiet_lightning, set_threads
 from bonas.urls import mask_url

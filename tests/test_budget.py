@@ -12,7 +12,8 @@ from optuna.trial import TrialState
 
 from bonas import records as R
 from bonas.budget import Spent, Verdict, budget_status, fail_and_requeue, requeue, study_elapsed
-from bonas.storage import StudyLock, open_storage
+from bonas.lock import StudyLock
+from bonas.storage import open_storage
 from tests.conftest import write_tiny_config
 
 BIN = Path(sys.executable).parent

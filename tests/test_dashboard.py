@@ -172,9 +172,9 @@ def test_artifacts_are_served_safely(dashboard, study_dir):
 
 
 def test_a_trial_pushed_out_of_the_top_k_answers_410(evicted):
-    """The hopeless trial was kept (top 1 while alone), then pushed out by the good one: its three artifact
-    URLs (and its training state's) answer 410 Gone, the good trial's are served. Fails if the keeper stopped removing files (200) or
-    the server stopped saying why (optuna-dashboard alone answers 500 for a missing file)."""
+    """The hopeless trial was kept (top 1 while alone), then pushed out by the good one: its artifact URLs
+    (weights, ArchSpec, curve, training state) answer 410 Gone, the good trial's are served. Fails if the keeper
+    stopped removing files (200) or the server stopped saying why (optuna-dashboard alone answers 500 for a missing file)."""
     path, study, hopeless, good = evicted
     assert [hopeless.state, good.state] == [TrialState.COMPLETE, TrialState.COMPLETE] and good.values[0] > hopeless.values[0]
     folder = path.parent / "evict.artifacts"

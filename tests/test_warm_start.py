@@ -105,7 +105,9 @@ def test_identical_proposals_reuse_the_result_and_an_exhausted_space_ends_the_se
         assert "reused_from" not in src.user_attrs and src.params == t.params
         assert t.values == src.values and t.user_attrs["epochs"] == 0 and "train_seconds" not in t.user_attrs
         assert t.user_attrs["end_reason"].startswith(f"reused trial {src.number}")
-    assert out.count("[reused #") == min(10 - len(trained), len(reused)), "the leaderboard (top 10) says which results were reused"
+    assert out.count("[reused #") == min(10 - len(trained), len(reused)), (
+        "the leaderboard (top 10) says which results were reused"
+    )
     assert len({t.user_attrs["spec_key"] for t in trained}) == len(trained)
 
 
