@@ -113,7 +113,9 @@ class ObjectiveConfig:
     max_params: int = 0  # architectures above this many parameters are infeasible, never trained; 0 = no limit
     max_flops: float = 0.0  # likewise for FLOPs per image; 0 = no limit
     max_latency_ms: float = 0.0  # likewise for batch-1 inference latency on the training device; 0 = no limit
-    latency_time_s: float = 0.05  # timing per batch size (1 and 64), per trial; 0 = measure only when needed
+    # Seconds of timing per batch size (1 and 64) per trial. 0 (the default): only when latency is an objective or
+    # a limit (then 0.05 s). Timing every trial costs ~0.3-1 s of a trial's fixed cost (bench/overhead.py).
+    latency_time_s: float = 0.0
     prune_percentile: float = 50.0  # multi-objective pruning: stop below this percentile of no-costlier trials
 
 
