@@ -20,6 +20,7 @@ Both get the same optimizer knobs (AdamW, lr 2e-3, weight decay 5e-4, batch 128;
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -57,14 +58,20 @@ BASELINES = {
 }
 
 
-def bonas_run(config_path: Path, budget: str, share: float, folder: Path) -> dict:
+def bonas_run(
+    config_path: Path, budget: str, share: float, folder: Path, workers: int = 1, alongside: list | None = None
+) -> dict:
     """`bonas run` on a copy of the config with its own database; returns its run record."""
     config = load_config(config_path)
     copy = folder / f"{config.name}-{share:g}.toml"
     copy.write_text(config_path.read_text().replace(f'name = "{config.name}"', f'name = "{copy.stem}"'))
     cmd = [
-        str(Path(sys.executable).parent / "bonas"),
+        sys.executable,
+        "-m",
+        "bonas",
         "run",
+        "--workers",
+        str(workers),
         str(copy),
         "--budget",
         budget,
@@ -76,7 +83,13 @@ def bonas_run(config_path: Path, budget: str, share: float, folder: Path) -> dic
         str(folder / "report"),
     ]
     start = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
+    for launch in alongside or []:
+        launch(start)
+    stdout, stderr = proc.communicate()
+    proc = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
     wall = time.monotonic() - start
     print(proc.stdout[-1500:], flush=True)
     if proc.returncode != 0:
@@ -107,6 +120,26 @@ def baseline(config_path: Path, name: str, seconds: float) -> dict:
     return {"name": name, "seconds": round(seconds, 1), **final.result}
 
 
+def concurrent_baseline(config_path: Path, name: str, start_at: float, seconds: float, out: Path) -> subprocess.Popen:
+    """A baseline in its own process that waits until ``start_at`` (time.monotonic(), one clock per machine)
+    and trains for ``seconds``: beside bonas' final training on the same GPU."""
+    argv = [
+        sys.executable,
+        __file__,
+        "--config",
+        str(config_path),
+        "--baseline",
+        name,
+        "--start-at",
+        str(start_at),
+        "--seconds",
+        str(seconds),
+        "--out",
+        str(out),
+    ]
+    return subprocess.Popen(argv, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="fashion-mnist", help="studies/<dataset>.toml unless --config")
@@ -114,10 +147,26 @@ def main() -> None:
     ap.add_argument("--budget", default="1h")
     ap.add_argument("--shares", default="", help="search shares to run (default: the config's [final] search_share)")
     ap.add_argument("--no-baselines", action="store_true")
+    ap.add_argument("--workers", type=int, default=1, help="bonas run --workers (several per GPU pay on a large one)")
+    ap.add_argument(
+        "--concurrent-baselines",
+        action="store_true",
+        help="train the baselines at the same time as bonas' final training, sharing the device, for its planned "
+        "time (on a GPU, where the budget leaves no time to run them after it)",
+    )
+    ap.add_argument("--baseline", help=argparse.SUPPRESS)  # internal: one concurrent baseline
+    ap.add_argument("--start-at", type=float, help=argparse.SUPPRESS)
+    ap.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
     ap.add_argument("--out", help="results file (default bench/results/budget-<dataset>-<budget>-<device>[-shares].json)")
     args = ap.parse_args()
     config_path = Path(args.config) if args.config else ROOT / "studies" / f"{args.dataset}.toml"
     config = load_config(config_path)
+    if args.baseline:  # a concurrent baseline's own process
+        set_threads()
+        quiet_lightning(False)
+        time.sleep(max(0.0, args.start_at - time.monotonic()))
+        Path(args.out).write_text(json.dumps({**baseline(config_path, args.baseline, args.seconds), "concurrent": True}))
+        return
     budget_s = parse_duration(args.budget)
     shares = [float(s) for s in args.shares.split(",") if s] or [config.final.search_share]
     set_threads()
@@ -127,24 +176,46 @@ def main() -> None:
     device = "gpu" if torch.cuda.is_available() else "cpu"
     runs, baselines = [], []
     with tempfile.TemporaryDirectory(prefix="bonas-budget-") as tmp:
+        launched = []
+
+        def launch(start: float, share: float) -> None:
+            final = (1 - share) * budget_s
+            seconds = final - max(3.0, 0.05 * final)  # what bonas run plans for its final training (bonas.run)
+            for i, name in enumerate(BASELINES):
+                launched.append(
+                    (
+                        Path(tmp) / f"baseline{i}.json",
+                        concurrent_baseline(
+                            config_path, name, start + share * budget_s, seconds, Path(tmp) / f"baseline{i}.json"
+                        ),
+                    )
+                )
+
         for share in shares:
-            runs.append(bonas_run(config_path, args.budget, share, Path(tmp)))
+            alongside = (
+                [lambda start, share=share: launch(start, share)] if args.concurrent_baselines and not args.no_baselines else []
+            )
+            runs.append(bonas_run(config_path, args.budget, share, Path(tmp), args.workers, alongside))
             r = runs[-1]
             print(
                 f"bonas run, share {share:g}: test {r['final']['test_acc']:.4f} ({r['record']['trials_this_run']} trials, "
                 f"final {r['record']['final_epochs']} epochs in {r['record']['final_s']:.0f}s, {r['wall_s']:.0f}s wall)",
                 flush=True,
             )
-    if not args.no_baselines:
+        for path, proc in launched:
+            if proc.wait() != 0 or not path.exists():
+                raise SystemExit(f"budget: a concurrent baseline failed ({proc.returncode})")
+            baselines.append(json.loads(path.read_text()))
+    if not args.no_baselines and not args.concurrent_baselines:
         final_s = runs[0]["record"]["final_s"]
         for name in BASELINES:
             baselines.append(baseline(config_path, name, final_s))
-            b = baselines[-1]
-            print(
-                f"baseline {name}: test {b['test_acc']:.4f} ({b['epochs']} epochs in {b['seconds']:.0f}s, "
-                f"{b['parameters']:,} params)",
-                flush=True,
-            )
+    for b in baselines:
+        print(
+            f"baseline {b['name']}: test {b['test_acc']:.4f} ({b['epochs']} epochs in {b['seconds']:.0f}s, "
+            f"{b['parameters']:,} params)",
+            flush=True,
+        )
     name = (
         args.out
         or ROOT
@@ -152,6 +223,8 @@ def main() -> None:
         / "results"
         / f"budget-{config.dataset}-{args.budget}-{device}{'-shares' if len(shares) > 1 else ''}.json"
     )
+    if not args.no_baselines and len(baselines) != len(BASELINES):
+        raise SystemExit(f"budget: {len(baselines)} of {len(BASELINES)} baselines trained")
     out = write(
         name,
         __file__,

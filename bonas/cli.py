@@ -83,6 +83,7 @@ class Run:
         _add_study(p, "config")
         p.add_argument("--budget", type=_duration, required=True, help="wall-clock budget after start-up: 90s, 45m, 1h, 1h30m")
         p.add_argument("--search-share", type=_share, help="share of the budget spent searching (default: [final] search_share)")
+        p.add_argument("--workers", type=_positive_int, default=1, help="local worker processes for the search (default 1)")
         p.add_argument("--threads", type=_positive_int, help="torch threads (default: all CPU cores)")
         p.add_argument("--data-dir", help="where data sets are found or downloaded (default $BONAS_DATA_DIR or ~/.cache/bonas)")
         p.add_argument("--out", help="checkpoint path (default checkpoints/<study>-trial<N>.pt)")
@@ -96,7 +97,7 @@ class Run:
         from bonas.search import RunArgs
 
         a = RunArgs(args.config, data_dir=args.data_dir, threads=args.threads, storage=args.storage, verbose=args.verbose)
-        return run(a, args.budget, args.search_share, args.out, args.report)
+        return run(a, args.budget, args.search_share, args.out, args.report, args.workers)
 
 
 def _duration(text: str) -> float:

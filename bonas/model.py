@@ -189,12 +189,21 @@ def summarize(net: nn.Sequential, input_shape: tuple[int, int, int]) -> list[Lay
             h.remove()
     counts = counter.get_flop_counts()
     root = type(net).__name__
-    return [
-        LayerRow(
-            name, type(layer).__name__, shapes[name], count_params(layer), int(sum(counts.get(f"{root}.{name}", {}).values()))
-        )
-        for name, layer in children
-    ]
+    flops = {name: int(sum(counts.get(f"{root}.{name}", {}).values())) for name, _ in children}
+    if sum(flops.values()) != counter.get_total_flops():  # a torch whose breakdown names modules otherwise
+        flops = {name: count_flops(layer, _input_of(net, name, input_shape)) for name, layer in children}
+    return [LayerRow(name, type(layer).__name__, shapes[name], count_params(layer), flops[name]) for name, layer in children]
+
+
+def _input_of(net: nn.Sequential, name: str, input_shape: tuple[int, int, int]) -> tuple[int, ...]:
+    """The shape (one image, no batch) that reaches child ``name`` of ``net``."""
+    x = torch.zeros(1, *input_shape)
+    with torch.no_grad():
+        for child_name, layer in net.named_children():
+            if child_name == name:
+                return tuple(x.shape[1:])
+            x = layer(x)
+    raise KeyError(name)
 
 
 def format_summary(rows: list[LayerRow]) -> str:

@@ -204,7 +204,7 @@ def save_final(opened: Opened, trial: optuna.trial.FrozenTrial, final: Final, sp
     """The checkpoint (file and study artifact) and the study's record of what the trial really scores."""
     study, result = (
         opened.study,
-        {"trial": trial.number, "val_acc_in_search": trial.values[0] if trial.values else None, **final.result},
+        {"trial": trial.number, "val_acc_in_search": R.TrialRecord.of(trial).val_acc, **final.result},
     )
     ckpt = make_checkpoint(
         final.net,

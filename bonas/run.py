@@ -28,7 +28,7 @@ from bonas import records as R
 from bonas.errors import StudyError
 from bonas.leaderboard import Progress
 from bonas.retrain import final_splits, format_result, save_final, train_final
-from bonas.search import RunArgs, load_for_run
+from bonas.search import WAIT_FOR_WORKERS_S, RunArgs, load_for_run, spawn_workers
 from bonas.space import specs_from_params
 from bonas.study import Opened
 from bonas.workers import Worker, exit_code, prepare_worker
@@ -115,7 +115,38 @@ class RunRecord:
     report: str
 
 
-def run(a: RunArgs, budget: float, share: float | None = None, out: str | None = None, report_dir: str | None = None) -> int:
+def search_in_processes(worker: Worker, config, url: str, workers: int, deadline: float, on_trial, verbose: bool) -> int:
+    """The search share run by ``workers`` local processes (on one GPU, they share it); returns a nonzero
+    exit code when one of them failed or was interrupted."""
+    procs = spawn_workers(config, url, workers, verbose, n_trials=UNBOUNDED_TRIALS, timeout=0, deadline=deadline)
+    try:
+        while any(p.is_alive() for p in procs):
+            on_trial(worker.study)
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        for p in procs:
+            p.join(timeout=WAIT_FOR_WORKERS_S)
+        return 130
+    codes = [p.exitcode for p in procs]
+    if any(codes):
+        print(f"bonas: search workers exited with codes {codes}", file=sys.stderr)
+        return max(c if c > 0 else 128 - c for c in codes if c)
+    return 0
+
+
+def choose(recs: list[R.TrialRecord]) -> R.TrialRecord | None:
+    """The trial whose network trains to the end: the best rankable one; with none yet (a budget too small for
+    one whole trial), the one with the best validation accuracy after the epochs it did train."""
+    best = R.best(recs)
+    if best is not None:
+        return best
+    trained = [r for r in recs if r.trained and r.val_acc is not None and r.feasible]
+    return max(trained, key=lambda r: (r.val_acc, -r.number), default=None)
+
+
+def run(
+    a: RunArgs, budget: float, share: float | None = None, out: str | None = None, report_dir: str | None = None, workers: int = 1
+) -> int:
     config, url = load_for_run(a)
     share = share if share is not None else config.final.search_share
     splits = prepare_worker(config, url, a.verbose)
@@ -137,14 +168,27 @@ def run(a: RunArgs, budget: float, share: float | None = None, out: str | None =
         bar.set("search", f"{len(s.get_trials(deepcopy=False)) - before} trials, best {best.values[0]:.4f}" if best else "")
 
     try:
-        summary = worker.run(UNBOUNDED_TRIALS, 0, on_trial=on_trial, deadline=start + share * budget)
-        if summary.signum is not None:
-            return exit_code(summary)
+        if workers > 1:
+            code = search_in_processes(worker, config, url, workers, start + share * budget, on_trial, a.verbose)
+            if code:
+                return code
+        else:
+            summary = worker.run(UNBOUNDED_TRIALS, 0, on_trial=on_trial, deadline=start + share * budget)
+            if summary.signum is not None:
+                return exit_code(summary)
         search_s = time.monotonic() - start
-        best = R.best(R.records(study.get_trials(deepcopy=False)))
+        best = choose(R.records(study.get_trials(deepcopy=False)))
         if best is None:
             raise StudyError(
-                f"no trial of study {config.name!r} completed in the search's {search_s:.0f}s; raise --budget or the search share"
+                f"no trial of study {config.name!r} trained an epoch in the search's {search_s:.0f}s; "
+                "raise --budget or the search share"
+            )
+        if not best.rankable:
+            epochs = len(best.trial.intermediate_values) or len(best.curve)
+            print(
+                f"no trial completed in the search's {search_s:.0f}s: the final model is trial {best.number}'s network, "
+                f"the best after its {epochs} epochs (val_acc {best.val_acc:.4f}); a larger --budget searches further",
+                flush=True,
             )
         final_start = time.monotonic()
         reserve = max(REPORT_RESERVE_S[0], REPORT_RESERVE_S[1] * (start + budget - final_start))
@@ -180,7 +224,7 @@ def run(a: RunArgs, budget: float, share: float | None = None, out: str | None =
         round(total, 1),
         len(study.get_trials(deepcopy=False)) - before,
         best.number,
-        best.values[0],
+        best.val_acc,
         result["test_acc"],
         result["parameters"],
         result["latency_ms_batch1"],

@@ -134,7 +134,15 @@ def worker_command(a: RunArgs, index: int | None) -> int:
 
 
 def _worker_main(
-    config: StudyConfig, url: str, index: int, n_workers: int, n_trials: int, timeout: float, verbose: bool, gpu: int | None
+    config: StudyConfig,
+    url: str,
+    index: int,
+    n_workers: int,
+    n_trials: int,
+    timeout: float,
+    verbose: bool,
+    gpu: int | None,
+    deadline: float | None = None,
 ) -> None:
     """Entry point of a spawned worker process."""
     import logging
@@ -145,21 +153,32 @@ def _worker_main(
     try:
         splits = prepare_worker(config, url, verbose, n_workers)
         worker = Worker(config, url, splits, index=index, seed=config.seed + 1000 * index, verbose=verbose)
-        summary = worker.run(n_trials, timeout)
+        summary = worker.run(n_trials, timeout, deadline=deadline)  # time.monotonic() is one clock for every process
     except BonasError as err:
         print(f"bonas worker {index}: {err}", file=sys.stderr)
         sys.exit(2)
     sys.exit(exit_code(summary))
 
 
-def spawn_workers(config: StudyConfig, url: str, n_workers: int, verbose: bool) -> list[multiprocessing.Process]:
-    """Start local worker processes: spawn (no database engine crosses a fork), one GPU each when there are several."""
+def spawn_workers(
+    config: StudyConfig,
+    url: str,
+    n_workers: int,
+    verbose: bool,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    deadline: float | None = None,
+) -> list[multiprocessing.Process]:
+    """Start local worker processes: spawn (no database engine crosses a fork), one GPU each when there are
+    several (with one GPU, they share it: small networks leave most of a large GPU idle)."""
+    n_trials = config.budget.n_trials if n_trials is None else n_trials
+    timeout = config.budget.timeout if timeout is None else timeout
     ctx = multiprocessing.get_context("spawn")
     n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     procs = []
     for i in range(n_workers):
         gpu = i % n_gpus if n_gpus > 1 else None
-        args = (config, url, i, n_workers if n_gpus == 0 else 1, config.budget.n_trials, config.budget.timeout, verbose, gpu)
+        args = (config, url, i, n_workers if n_gpus == 0 else 1, n_trials, timeout, verbose, gpu, deadline)
         p = ctx.Process(target=_worker_main, args=args, name=f"bonas-worker-{i}")
         p.start()
         procs.append(p)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
@@ -12,8 +13,11 @@ import pytest
 import torch
 
 from bonas import records as R
+from bonas.config import load_config
+from bonas.datasets import DEBIAN_FASHION_MNIST
 from bonas.run import parse_duration
-from tests.conftest import write_tiny_config
+from tests.conftest import ROOT, require, write_tiny_config
+from tests.test_data import make_cifar_dir
 
 BIN = Path(sys.executable).parent
 
@@ -78,3 +82,29 @@ def test_run_holds_its_budget_and_writes_a_tested_model(tmp_path):
         and "parameters" in proc.stdout
         and "ms per image" in proc.stdout
     )
+
+
+PRESETS = sorted(p.stem for p in (ROOT / "studies").glob("*.toml"))
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_run_works_on_every_preset(preset, tmp_path):
+    """Each preset, as shipped, from a 20-second budget to a tested model (CIFAR-10: small files in its real format).
+    A budget too small for one whole trial still ends with a model: the trial that learned best so far."""
+    copy = tmp_path / f"{preset}.toml"
+    copy.write_text((ROOT / "studies" / f"{preset}.toml").read_text())
+    if (ROOT / "studies" / "warm-start").is_dir():
+        shutil.copytree(ROOT / "studies" / "warm-start", tmp_path / "warm-start")
+    argv = [str(BIN / "bonas"), "run", str(copy), "--budget", "20s", "--report", str(tmp_path / "report")]
+    if preset == "cifar10":
+        make_cifar_dir(tmp_path / "data" / "cifar-10-batches-py", per_batch=40)
+        argv += ["--data-dir", str(tmp_path / "data")]
+    if preset == "fashion-mnist":
+        require(DEBIAN_FASHION_MNIST.is_dir(), "Debian's dataset-fashion-mnist is not installed")
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    name = load_config(copy).name
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / (name + '.db')}")
+    record = study.user_attrs[f"{R.RUN_PREFIX}0"]
+    assert record["total_s"] <= 20 * 1.05 + 2, record
+    assert 0.0 <= record["test_acc"] <= 1.0 and "test accuracy" in proc.stdout
