@@ -17,6 +17,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def git_commit() -> str:
+    """HEAD (``-dirty`` when tracked files outside bench/results differ); $BONAS_GIT_COMMIT where the copy has
+    no git history (a lent GPU gets the working tree only)."""
+    if os.environ.get("BONAS_GIT_COMMIT"):
+        return os.environ["BONAS_GIT_COMMIT"]
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
         dirty = subprocess.run(
