@@ -1,8 +1,8 @@
 """From a search to a model: train an architecture on the whole training split, test it once, save it.
 
 The final model trains on train + validation (the official training split; a subset only when
-``[final] train_subset`` asks), with the study's recipe, for a number of epochs or for as many as fit a
-given time (the network's time per epoch measured first, then a hard stop at the deadline). The test
+``[final] train_subset`` asks), with the study's recipe, for a number of epochs or until a deadline (then
+its learning-rate schedule follows the clock, not the steps: it has annealed when the deadline stops it). The test
 split is touched here and nowhere else. ``bonas retrain`` and ``bonas run`` rebuild the architecture from a
 trial's stored params alone; the budget bench trains hand-designed baselines through the same function.
 Results go to a checkpoint file, a study artifact and the study's user attrs (``bonas:retrain:<trial>``).
@@ -38,8 +38,7 @@ from bonas.study import Opened, stored_data
 from bonas.train import Classifier, Recipe, accelerator, make_trainer
 
 log = logging.getLogger("bonas.retrain")
-PROBE_STEPS = (4, 24)  # a time-filling final training is sized from the time of 24 steps minus that of 4
-SAFETY = 0.97  # of the time left, what the planned epochs may fill (the hard stop holds the rest)
+UNTIL_DEADLINE = 1_000_000  # the epoch count of a training that runs until its deadline (the deadline ends it)
 
 
 def evaluate(
@@ -95,51 +94,19 @@ class Final:
 
 
 class HardStop(pl.Callback):
-    """Stops training at ``deadline`` (time.monotonic()), mid-epoch if it must: the budget holds."""
+    """Stops training at ``deadline`` (time.monotonic()), mid-epoch: the budget holds (the schedule of a
+    training until a deadline has reached its end by then)."""
 
-    def __init__(self, deadline: float, on_epoch: Callable[[int, int], None] | None):
-        self.deadline, self.on_epoch, self.stopped_at = deadline, on_epoch, None
+    def __init__(self, deadline: float, on_epoch: Callable[[int], None] | None):
+        self.deadline, self.on_epoch = deadline, on_epoch
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if time.monotonic() >= self.deadline and not trainer.should_stop:
             trainer.should_stop = True
-            self.stopped_at = trainer.current_epoch
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self.on_epoch is not None:
-            self.on_epoch(trainer.current_epoch + 1, trainer.max_epochs)
-
-
-def seconds_per_epoch(
-    config: StudyConfig,
-    net: torch.nn.Module,
-    train: TrainSpec,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    preprocess: Preprocess,
-    recipe: Recipe,
-    seed: int,
-) -> float:
-    """One epoch's training time on (x, y), measured as the real training runs (Lightning, the recipe's
-    callbacks, the precision) on a copy of the network: the difference between a short and a longer run,
-    so the Trainer's start-up cancels out — of whole epochs when an epoch is short (its per-epoch cost
-    counts then), else of PROBE_STEPS steps, scaled to an epoch's steps."""
-    import copy
-
-    steps = (len(y) + train.batch_size - 1) // train.batch_size
-    whole = steps <= PROBE_STEPS[1]
-    runs = [(1, 1.0), (2, 1.0)] if whole else [(1, PROBE_STEPS[0]), (1, PROBE_STEPS[1])]
-    times = []
-    for epochs, limit in runs:
-        module = Classifier(copy.deepcopy(net), train, preprocess, epochs, recipe)
-        trainer = make_trainer(
-            epochs, [], config.training.precision, False, recipe, limit_val_batches=0, limit_train_batches=limit
-        )
-        start = time.perf_counter()
-        trainer.fit(module, train_dataloaders=Batches(x, y, train.batch_size, shuffle=True, seed=seed))
-        times.append(time.perf_counter() - start)
-    difference = max(times[1] - times[0], 1e-6)
-    return difference if whole else difference / (PROBE_STEPS[1] - PROBE_STEPS[0]) * steps
+            self.on_epoch(trainer.current_epoch + 1)
 
 
 def train_final(
@@ -152,7 +119,7 @@ def train_final(
     epochs: int | None = None,
     deadline: float | None = None,
     verbose: bool = False,
-    on_epoch: Callable[[int, int], None] | None = None,
+    on_epoch: Callable[[int], None] | None = None,
 ) -> Final:
     """Train ``arch`` on train + validation for ``epochs``, or for as many as fit until ``deadline`` (a
     time.monotonic(); training stops there whatever the plan), and test it once."""
@@ -168,16 +135,14 @@ def train_final(
     net = build_model(arch, splits.input_shape, splits.n_classes)
     if torch.cuda.is_available():
         x, y = x.to("cuda"), y.to("cuda")
-    planned = epochs
-    if epochs is None:
-        per_epoch = seconds_per_epoch(config, net, train, x, y, preprocess, recipe, seed)
-        planned = max(1, int(SAFETY * (deadline - time.monotonic()) / per_epoch))
+    start = time.monotonic()
+    progress = None if epochs else (lambda: (time.monotonic() - start) / max(1e-9, deadline - start))
     stop = HardStop(deadline or float("inf"), on_epoch)
-    module = Classifier(net, train, preprocess, planned, recipe)
-    trainer = make_trainer(planned, [stop], config.training.precision, verbose, recipe, limit_val_batches=0)
-    fit_start = time.perf_counter()
-    trainer.fit(module, train_dataloaders=Batches(x, y, train.batch_size, shuffle=True, seed=seed))
-    fit_seconds = time.perf_counter() - fit_start
+    module = Classifier(net, train, preprocess, epochs or UNTIL_DEADLINE, recipe, progress)
+    trainer = make_trainer(epochs or UNTIL_DEADLINE, [stop], config.training.precision, verbose, recipe, limit_val_batches=0)
+    batches = Batches(x, y, train.batch_size, shuffle=True, seed=seed)
+    trainer.fit(module, train_dataloaders=batches)
+    fit_seconds = time.monotonic() - start
     test_acc, per_class, confusion = evaluate(net, preprocess, splits.test_x, splits.test_y, splits.n_classes)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     latency = measure_latency(net.to(device), splits.input_shape, 1, device, 0.2)
@@ -185,9 +150,8 @@ def train_final(
         "test_acc": test_acc,
         "per_class_acc": dict(zip(splits.classes, per_class, strict=True)),
         "confusion": confusion,
-        "epochs": trainer.current_epoch if stop.stopped_at is not None else planned,
-        "planned_epochs": planned,
-        "stopped_by_deadline": stop.stopped_at is not None,
+        "epochs": round(trainer.global_step / len(batches), 2),  # a training until a deadline ends mid-epoch
+        "until_deadline": epochs is None,
         "train_images": len(y),
         "test_images": len(splits.test_y),
         "train_seconds": round(fit_seconds, 2),
@@ -262,7 +226,7 @@ def retrain(
 
 
 def format_result(r: dict[str, Any]) -> str:
-    early = f" (stopped by the budget at epoch {r['epochs']} of {r['planned_epochs']})" if r.get("stopped_by_deadline") else ""
+    early = " (until the budget's deadline; the schedule followed the clock)" if r.get("until_deadline") else ""
     lines = [
         f"trial {r['trial']}: {r['arch']}",
         f"  trained {r['epochs']} epochs on {r['train_images']} images (train + validation) in {r['train_seconds']:.1f}s on "

@@ -7,8 +7,8 @@ The budget's clock starts once the data is loaded (start-up is not part of it) a
    run's time; a trial still running when the share ends stops at its next epoch boundary and is
    requeued (it goes on from its state in a later run);
 2. the final training: the best trial's architecture and knobs on the whole training split, with the
-   study's recipe, for as many epochs as fit the rest of the budget (its time per epoch measured first,
-   then a hard stop at the deadline), tested once on the test split.
+   study's recipe, until the budget's deadline (its learning-rate schedule follows the clock, so it has
+   annealed when the deadline stops it, however many epochs that is), tested once on the test split.
 
 It writes the checkpoint (file and study artifact), the study's retrain record and a record of the run
 (``bonas:run:<k>``), and reports/<study>/; one progress bar covers the whole budget.
@@ -203,7 +203,7 @@ def run(
             best.seed if best.seed is not None else config.seed,
             verbose=a.verbose,
             deadline=start + budget - reserve,
-            on_epoch=lambda e, n: bar.set("final training", f"epoch {e} of {n}, trial {best.number}"),
+            on_epoch=lambda e: bar.set("final training", f"epoch {e}, trial {best.number}"),
         )
         final_s = time.monotonic() - final_start
         bar.set("writing", "checkpoint and report")

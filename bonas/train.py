@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import lightning.pytorch as pl
@@ -49,8 +50,19 @@ class Recipe:
 
 
 class Classifier(pl.LightningModule):
-    def __init__(self, net: nn.Module, train: TrainSpec, preprocess: Preprocess, max_epochs: int, recipe: Recipe | None = None):
+    def __init__(
+        self,
+        net: nn.Module,
+        train: TrainSpec,
+        preprocess: Preprocess,
+        max_epochs: int,
+        recipe: Recipe | None = None,
+        progress: Callable[[], float] | None = None,
+    ):
+        """``progress``: when given, a training that runs until a deadline, not for a number of epochs: the
+        schedule follows it (0 at the start, 1 at the deadline) instead of the steps."""
         super().__init__()
+        self.progress = progress
         # plain values only: a checkpoint loads with torch.load(weights_only=True)
         self.save_hyperparameters(
             {"train": train.to_dict(), "max_epochs": max_epochs, "recipe": recipe.__dict__ if recipe else {}}
@@ -147,6 +159,10 @@ class Classifier(pl.LightningModule):
             raise ValueError(f"unknown optimizer {s.optimizer!r}")
         if r.schedule == "constant":
             return opt
+        if self.progress is not None:  # the lr reaches its end exactly at the deadline, however many epochs that is
+            warmup = 0.05 if r.warmup_epochs else 0.0
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: timed_multiplier(r.schedule, self.progress(), warmup))
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
         total = max(1, int(self.trainer.estimated_stepping_batches))
         if r.schedule == "onecycle":
             sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s.lr, total_steps=total)
@@ -154,6 +170,19 @@ class Classifier(pl.LightningModule):
             warmup = min(total - 1, round(r.warmup_epochs * total / max(1, self.max_epochs)))
             sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: warmup_cosine(step, warmup, total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def timed_multiplier(schedule: str, progress: float, warmup: float) -> float:
+    """The lr multiplier at ``progress`` (0..1) of a time-bounded training: cosine (after a linear warm-up from
+    0.1 over the first ``warmup`` share), or one-cycle's shape (up from 1/25 over the first 30 %, then down)."""
+    p = min(1.0, max(0.0, progress))
+    if schedule == "onecycle":
+        if p < 0.3:
+            return 1 / 25 + (1 - 1 / 25) * (1 - math.cos(math.pi * p / 0.3)) / 2
+        return 1e-4 + (1 - 1e-4) * (1 + math.cos(math.pi * (p - 0.3) / 0.7)) / 2
+    if p < warmup:
+        return 0.1 + 0.9 * p / warmup
+    return 0.5 * (1 + math.cos(math.pi * (p - warmup) / max(1e-9, 1 - warmup)))
 
 
 def warmup_cosine(step: int, warmup: int, total: int) -> float:

@@ -1,0 +1,45 @@
+"""The training recipe: schedules by step and by the clock, EMA, label smoothing, cutout — each checked on what it does."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from bonas.data import cutout
+from bonas.train import Recipe, recipe_callbacks, timed_multiplier, warmup_cosine
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "onecycle"])
+def test_a_training_until_a_deadline_anneals_by_the_deadline(schedule):
+    ends = [timed_multiplier(schedule, p, 0.0) for p in (0.0, 0.5, 1.0, 1.5)]
+    assert ends[-1] == ends[-2] and ends[-1] < 1e-3, "annealed at the deadline, and stays there past it"
+    assert max(timed_multiplier(schedule, p / 100, 0.0) for p in range(101)) == pytest.approx(1.0, abs=1e-3)
+    if schedule == "onecycle":
+        assert ends[0] == pytest.approx(1 / 25) and timed_multiplier(schedule, 0.3, 0.0) == pytest.approx(1.0)
+    else:
+        assert ends[0] == 1.0 and ends[1] == pytest.approx(0.5)
+
+
+def test_warm_up_then_cosine():
+    assert timed_multiplier("cosine", 0.0, 0.05) == pytest.approx(0.1) and timed_multiplier(
+        "cosine", 0.05, 0.05
+    ) == pytest.approx(1.0)
+    assert warmup_cosine(0, 10, 100) == pytest.approx(0.1) and warmup_cosine(10, 10, 100) == pytest.approx(1.0)
+    assert warmup_cosine(55, 10, 100) == pytest.approx(0.5) and warmup_cosine(100, 10, 100) == pytest.approx(0.0, abs=1e-12)
+    assert warmup_cosine(50, 0, 100) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+
+
+def test_ema_is_lightnings_callback_and_only_when_asked():
+    assert recipe_callbacks(Recipe()) == []
+    (ema,) = recipe_callbacks(Recipe(ema_decay=0.99))
+    assert type(ema).__name__ == "EMAWeightAveraging"
+
+
+def test_cutout_blanks_one_square_per_image_at_most():
+    torch.manual_seed(0)
+    x = torch.ones(500, 1, 28, 28)
+    zeros = (cutout(x, 10) == 0).sum(dim=(1, 2, 3))
+    assert zeros.max().item() == 100 and zeros.min().item() >= 25, "10x10 inside, clipped at a border to no less than 5x5"
+    assert len(set(zeros.tolist())) > 5, "the square lands at a different place in each image"
