@@ -4,11 +4,12 @@ Each arm changes one ingredient of the recipe (bonas.train.Recipe and [data] aug
 same architectures with bonas' own trial path (Objective.prepare + Objective.fit: the network, the data,
 the Lightning module a trial uses), validation accuracy after the last epoch. Two regimes:
 
-- final: a long run on many images (what `bonas run` / `bonas retrain` do with the winner);
-- search: a short trial on a subset (what every search trial does).
+- search: a short trial on a subset (what every search trial does): 2 architectures x 2 seeds per arm;
+- long: the whole training split for 12 epochs (the scale of a final training), one architecture, one seed,
+  for the ingredients that may pay off only there.
 
-    .venv/bin/python bench/recipe.py                    # both regimes, 2 seeds (~45 min on 2 cores)
-    .venv/bin/python bench/recipe.py --regimes search --seeds 1
+    .venv/bin/python bench/recipe.py                    # both regimes (~40 min on 2 cores)
+    .venv/bin/python bench/recipe.py --regimes search
 """
 
 from __future__ import annotations
@@ -57,26 +58,29 @@ dense_layers = [0, 0]
 block_types = ["{kind}"]
 """
 ARCHS = [("plain", 24), ("residual", 24)]  # c24k3x2+bn/max twice + gap; the same with residual blocks
+# search: what every trial does (a subset, a few epochs); long: a final training's scale (the whole training
+# split, many epochs), on one architecture and one seed, for the ingredients that may only pay off there.
 REGIMES = {
-    "final": {"epochs": 12, "train": 10000, "val": 4000},
-    "search": {"epochs": 4, "train": 10000, "val": 2000},
-    "smoke": {"epochs": 1, "train": 300, "val": 200},
+    "search": {"epochs": 4, "train": 10000, "val": 2000, "archs": ARCHS, "seeds": 2},
+    "long": {"epochs": 12, "train": 0, "val": 0, "archs": ARCHS[:1], "seeds": 1},
+    "smoke": {"epochs": 1, "train": 300, "val": 200, "archs": ARCHS, "seeds": 1},
 }
 # Each arm: (name, [training] changes, [data] changes). "base" has no augmentation, cosine, no smoothing, no EMA.
 ARMS = [
     ("base", {}, {"augment": "none"}),
     ("crop+flip", {}, {"augment": "auto"}),
     ("crop+flip+cutout", {}, {"augment": "auto", "cutout": 10}),
-    ("crop+flip, label smoothing 0.1", {"label_smoothing": 0.1}, {"augment": "auto"}),
-    ("crop+flip, EMA 0.999", {"ema_decay": 0.999}, {"augment": "auto"}),
-    ("crop+flip, one-cycle", {"schedule": "onecycle"}, {"augment": "auto"}),
-    ("crop+flip, warm-up 1 epoch", {"warmup_epochs": 1.0}, {"augment": "auto"}),
+    ("label smoothing 0.1", {"label_smoothing": 0.1}, {"augment": "none"}),
+    ("EMA 0.999", {"ema_decay": 0.999}, {"augment": "none"}),
+    ("one-cycle", {"schedule": "onecycle"}, {"augment": "none"}),
+    ("warm-up 1 epoch", {"warmup_epochs": 1.0}, {"augment": "none"}),
 ]
-SEARCH_ARMS = ("base", "crop+flip", "crop+flip, label smoothing 0.1", "crop+flip, EMA 0.999")
+LONG_ARMS = ("base", "crop+flip", "label smoothing 0.1", "EMA 0.999")
 
 
 def train_once(regime: dict, kind: str, width: int, seed: int, training: dict, data: dict, splits_cache: dict) -> dict:
-    config = parse_config(BASE.format(seed=seed, kind=kind, width=width, **regime), source="<recipe>")
+    sizes = {k: regime[k] for k in ("epochs", "train", "val")}
+    config = parse_config(BASE.format(seed=seed, kind=kind, width=width, **sizes), source="<recipe>")
     config.training = dataclasses.replace(config.training, **training)
     config.data = dataclasses.replace(config.data, **data)
     key = (config.data.train_subset, config.data.val_subset, seed)
@@ -99,8 +103,7 @@ def train_once(regime: dict, kind: str, width: int, seed: int, training: dict, d
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--regimes", default="final,search")
-    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--regimes", default="search,long")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "recipe.json"))
     args = ap.parse_args()
     set_threads()
@@ -108,12 +111,12 @@ def main() -> None:
     results, cache, start = {}, {}, time.perf_counter()
     for regime_name in args.regimes.split(","):
         regime = REGIMES[regime_name]
-        arms = [a for a in ARMS if regime_name == "final" or a[0] in SEARCH_ARMS]
+        arms = [a for a in ARMS if regime_name != "long" or a[0] in LONG_ARMS]
         for name, training, data in arms:
             runs = [
                 train_once(regime, kind, width, seed, training, data, cache)
-                for kind, width in ARCHS
-                for seed in range(args.seeds)
+                for kind, width in regime["archs"]
+                for seed in range(regime["seeds"])
             ]
             accs = [r["val_acc"] for r in runs]
             results[f"{regime_name}/{name}"] = {
@@ -135,9 +138,7 @@ def main() -> None:
         __file__,
         {
             "bench": "recipe",
-            "archs": ARCHS,
             "regimes": REGIMES,
-            "seeds": args.seeds,
             "minutes": round(minutes, 1),
             "results": results,
         },
