@@ -41,7 +41,9 @@ from bonas.spec import ArchSpec, BlockSpec, TrainSpec  # noqa: E402
 from bonas.train import quiet_lightning, set_threads  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-BASELINE_TRAIN = TrainSpec(optimizer="adamw", lr=2e-3, weight_decay=5e-4, batch_size=128, augment=True)
+BASELINE_TRAIN = TrainSpec(
+    optimizer="adamw", lr=2e-3, weight_decay=5e-4, batch_size=128, augment=False
+)  # [final] augment decides
 BASELINES = {
     "article best (2 conv x 64, no pooling)": ArchSpec(
         blocks=(BlockSpec(1, 64, 3, "none", False, 0.0), BlockSpec(1, 64, 3, "none", False, 0.0)),

@@ -121,10 +121,12 @@ class ObjectiveConfig:
 
 @dataclass
 class FinalConfig:
-    search_share: float = (
-        0.5  # bonas run: the share of --budget spent searching, the rest trains the winner (README "Results per budget")
-    )
+    # bonas run: the share of --budget spent searching; the rest trains the winner (README "Results per budget")
+    search_share: float = 0.5
     train_subset: int = 0  # images the final model trains on (class-balanced); 0 = the whole training split, train + validation
+    # the final model trains with crop + flip (where the data set allows), whatever its trial did: long trainings
+    # on all images gain from it where short trials lose (bench/recipe.py, README "Training recipe")
+    augment: bool = True
     epochs_multiple: int = 3  # bonas retrain without --epochs: this many times the search's epochs per trial
 
 

@@ -122,7 +122,10 @@ def train_final(
     on_epoch: Callable[[int], None] | None = None,
 ) -> Final:
     """Train ``arch`` on train + validation for ``epochs``, or for as many as fit until ``deadline`` (a
-    time.monotonic(); training stops there whatever the plan), and test it once."""
+    time.monotonic(); training stops there whatever the plan), and test it once. ``[final] augment`` turns
+    augmentation on whatever ``train`` says."""
+    if config.final.augment:
+        train = dataclasses.replace(train, augment=True)
     x = torch.cat([splits.train_x, splits.val_x])
     y = torch.cat([splits.train_y, splits.val_y])
     if config.final.train_subset:

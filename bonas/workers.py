@@ -255,7 +255,8 @@ class Worker:
     def run_trial(
         self, trial: optuna.Trial, guard: SignalGuard, summary: RunSummary, deadline: tuple[float, str] | None = None
     ) -> TrialState | None:
-        """Run and tell one claimed trial; returns its final state (None when dropped)."""
+        """Run and tell one claimed trial; returns its final state (None when dropped, or failed only to be
+        requeued: interrupted or out of time)."""
         trial.set_user_attr(R.WORKER, self.name)
         retry_of = (self.storage.get_trial(trial_id(trial)).system_attrs.get(R.SYS_RETRY_HISTORY) or [None])[-1]
         if retry_of is not None:
@@ -273,7 +274,7 @@ class Worker:
             fail_and_requeue(self.study, self.lock, trial, outcome.reason, self.config.workers.max_retry)
             self._write_note(trial, kept=False)
             summary.failed += 1
-            return TrialState.FAIL
+            return None  # not a broken setup: no failure in a row
         try:
             trial.set_user_attr(R.REASON, outcome.reason)
             kept = self._keep_artifacts(trial, outcome)
