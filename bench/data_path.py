@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.record import write  # noqa: E402
 from bonas.config import DataConfig  # noqa: E402
 from bonas.data import Batches, Preprocess, make_splits  # noqa: E402
 from bonas.datasets import load_raw  # noqa: E402
@@ -57,6 +58,7 @@ def main() -> None:
     ap.add_argument("--data-dir", default="")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "data_path.json"))
     args = ap.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="bonas-datapath-"))
@@ -121,11 +123,35 @@ def main() -> None:
         ("DataLoader + v2 crop/flip", loader_aug_s),
     ]:
         print(f"{name:<34}{s:8.3f}{n / s:12.0f}")
-    print(
+    result = (
         f"RESULT decode_s={decode_s:.3f} cache_s={cache_s:.3f} bonas_img_s={n / bonas_s:.0f} loader0_img_s={n / loader0_s:.0f} "
         f"loader2_img_s={n / loader2_s:.0f} slice_vs_loader={loader0_s / bonas_s:.1f} bonas_aug_img_s={n / bonas_aug_s:.0f} "
         f"loader_aug_img_s={n / loader_aug_s:.0f} aug_speedup={loader_aug_s / bonas_aug_s:.1f}"
     )
+    print(result)
+    seconds = {
+        "decode": decode_s,
+        "cache": cache_s,
+        "bonas_slices": bonas_s,
+        "loader_0_workers": loader0_s,
+        "loader_2_workers": loader2_s,
+        "bonas_crop_flip": bonas_aug_s,
+        "loader_crop_flip": loader_aug_s,
+    }
+    out = write(
+        args.out,
+        __file__,
+        {
+            "bench": "data_path",
+            "dataset": args.dataset,
+            "images": n,
+            "batch": args.batch,
+            "repeats": args.repeats,
+            "seconds": seconds,
+            "result": result,
+        },
+    )
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

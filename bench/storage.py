@@ -827,7 +827,10 @@ def main() -> None:
     saved = json.loads(path.read_text()) if path.exists() else {}
     many_key = f"many_trial_{args.trial_s:g}s" if args.trial_s else "many"
     fresh = {"rows": rows or None, "sqlite": [legacy, wal_optuna, wal_bonas] if legacy else None, "real": real, many_key: many}
+    from bench.record import provenance
+
     saved.update({k: v for k, v in fresh.items() if v})
+    saved.update({f"{k}_provenance": provenance(__file__) for k, v in fresh.items() if v and k in ("rows", "sqlite", "real")})
     path.write_text(json.dumps(saved, indent=1, default=str))
     for c in failed:
         print(f"AUDIT FAILED: {c['kind']} loop, {c['workers']} workers: " + "; ".join(c["audit"]["problems"]), file=sys.stderr)
