@@ -7,6 +7,7 @@ import copy
 import pickle
 import re
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -165,3 +166,33 @@ def test_a_worker_just_cut_off_reaps_nothing_until_its_peers_could_beat_again(tm
     assert storage.stale_trials(study._study_id) == [], "its own outage explains the silence"
     storage._last_failure = time.monotonic() - (2 + 8 + 1) - 0.1
     assert [s.trial_id for s in storage.stale_trials(study._study_id)] == [trial._trial_id]
+
+
+def test_after_an_outage_longer_than_the_grace_period_a_cut_off_worker_reaps_no_peer(tmp_path):
+    """The database is down 7 s with a grace period of 4 s. When it is back, a peer's trial has not written a
+    heartbeat for 7+ s — stale to anyone who was connected all along (a fresh storage sees it so) — but a
+    worker that was itself cut off during the outage reaps nothing: the silence was shared."""
+    import threading
+
+    from tests.servers import PrivatePostgres
+
+    require(Path("/usr/lib/postgresql").is_dir(), "PostgreSQL server binaries are not installed")
+    server = PrivatePostgres(durable=True)  # the heartbeat written before the stop survives it
+    try:
+        url = server.url()
+        storage = open_storage(url, heartbeat_interval=1, grace_period=4)
+        study = optuna.create_study(study_name="o", storage=storage)
+        trial = study.ask()
+        storage.record_heartbeat(trial._trial_id)
+        server.stop()
+        calling = threading.Thread(target=storage.get_all_studies)  # this worker's next call meets the outage
+        calling.start()
+        time.sleep(7)
+        server.start()
+        calling.join(120)
+        fresh = open_storage(url, heartbeat_interval=1, grace_period=4)
+        assert [s.trial_id for s in fresh.stale_trials(study._study_id)] == [trial._trial_id], "silent past the grace period"
+        assert storage.stale_trials(study._study_id) == [], "the worker that was cut off too does not reap it"
+        assert storage.get_trial(trial._trial_id).state == TrialState.RUNNING
+    finally:
+        server.close()

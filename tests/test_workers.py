@@ -297,15 +297,18 @@ def test_stalled_worker_drops_its_failed_trial_and_carries_on(tmp_path, any_url)
     assert len(retry) == 1 and retry[0].params == victim.params, "the dropped trial's params were requeued and run"
 
 
-def test_database_restart_mid_trial(tmp_path):
+def test_database_outage_longer_than_the_grace_period_fails_no_healthy_trial(tmp_path):
+    """The database goes down for 7 s mid-trial with a grace period of 4 s: every heartbeat is older than the
+    grace period when it comes back, yet no worker reaps a peer's healthy trial (each was cut off itself),
+    and no trial is lost or trained twice."""
     require(pg_available() or Path("/usr/lib/postgresql").is_dir(), "PostgreSQL server binaries are not installed")
     server = PrivatePostgres()
     try:
         url = server.url()
-        config = slow_config(tmp_path, n_trials=5, extra="[workers]\nheartbeat_interval = 1\ngrace_period = 20\n")
+        config = slow_config(tmp_path, n_trials=5, extra="[workers]\nheartbeat_interval = 1\ngrace_period = 4\n")
         workers = [Proc(tmp_path, config, url, i) for i in range(2)]
         wait_for(running_in_fit(url), what="a trial inside fit")
-        server.restart(down_s=3)
+        server.restart(down_s=7)
         codes = [w.wait(600) for w in workers]
         assert codes == [0, 0], "\n".join(w.text()[-2000:] for w in workers)
         trials = audit(url, 5)
