@@ -6,7 +6,8 @@ the Lightning module a trial uses), validation accuracy after the last epoch. Tw
 
 - search: a short trial on a subset (what every search trial does): 2 architectures x 2 seeds per arm;
 - long: the whole training split for 12 epochs (the scale of a final training), one architecture, one seed,
-  for the ingredients that may pay off only there.
+  for the ingredients that may pay off only there; longer: 30 epochs of a wider residual network, with and
+  without augmentation (the final training of a 1-hour budget runs ~30-50 epochs).
 
     .venv/bin/python bench/recipe.py                    # both regimes (~40 min on 2 cores)
     .venv/bin/python bench/recipe.py --regimes search
@@ -63,6 +64,7 @@ ARCHS = [("plain", 24), ("residual", 24)]  # c24k3x2+bn/max twice + gap; the sam
 REGIMES = {
     "search": {"epochs": 4, "train": 10000, "val": 2000, "archs": ARCHS, "seeds": 2},
     "long": {"epochs": 12, "train": 0, "val": 0, "archs": ARCHS[:1], "seeds": 1},
+    "longer": {"epochs": 30, "train": 0, "val": 0, "archs": [("residual", 32)], "seeds": 1},
     "smoke": {"epochs": 1, "train": 300, "val": 200, "archs": ARCHS, "seeds": 1},
 }
 # Each arm: (name, [training] changes, [data] changes). "base" has no augmentation, cosine, no smoothing, no EMA.
@@ -76,6 +78,7 @@ ARMS = [
     ("warm-up 1 epoch", {"warmup_epochs": 1.0}, {"augment": "none"}),
 ]
 LONG_ARMS = ("base", "crop+flip", "label smoothing 0.1", "EMA 0.999")
+LONGER_ARMS = ("base", "crop+flip")
 
 
 def train_once(regime: dict, kind: str, width: int, seed: int, training: dict, data: dict, splits_cache: dict) -> dict:
@@ -111,7 +114,8 @@ def main() -> None:
     results, cache, start = {}, {}, time.perf_counter()
     for regime_name in args.regimes.split(","):
         regime = REGIMES[regime_name]
-        arms = [a for a in ARMS if regime_name != "long" or a[0] in LONG_ARMS]
+        only = {"long": LONG_ARMS, "longer": LONGER_ARMS}.get(regime_name)
+        arms = [a for a in ARMS if only is None or a[0] in only]
         for name, training, data in arms:
             runs = [
                 train_once(regime, kind, width, seed, training, data, cache)
