@@ -149,7 +149,9 @@ class WarmStartConfig:
 class ArtifactsConfig:
     dir: str = ""  # artifact store; "" = <name>.artifacts beside the SQLite file (or the config for servers)
     keep_top_k: int = 3  # weights, ArchSpec and learning curve of the best k completed trials; 0 = none
-    curves: bool = True  # a learning-curve PNG with each kept trial
+    # A learning-curve PNG with each kept trial. Off by default: drawing it was most of a kept trial's fixed cost
+    # (bench/overhead.py), and optuna-dashboard plots every trial's per-epoch accuracy itself.
+    curves: bool = False
 
 
 @dataclass

@@ -72,6 +72,7 @@ dense_dropout = [0.0, 0.0]
 
 [artifacts]
 keep_top_k = {keep_top_k}
+curves = true
 {extra}
 """
 
