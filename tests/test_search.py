@@ -83,11 +83,19 @@ def test_resume_adds_trials_up_to_the_budget_never_more(tiny_config, capsys):
 
 
 def test_timeout_is_the_studys_total(tiny_config, capsys):
-    path = tiny_config(n_trials=50)
+    path = tiny_config(n_trials=50, epochs=4)
     assert main(["search", str(path), "--timeout", "0.5"]) == 0
     first = len(study_of(path).trials)
     assert 1 <= first < 50
     assert "timeout" in capsys.readouterr().out
+    stopped = [t for t in study_of(path).trials if t.state == TrialState.FAIL]
+    assert stopped, "the trial running at 0.5 s (a trial takes longer) stopped"
+    for t in stopped:  # a trial running when the time ran out stopped at an epoch boundary, its params queued again
+        assert (
+            t.user_attrs["end_reason"].startswith("stopped after epoch ")
+            and "the study's timeout of 0.5s is spent" in (t.user_attrs["end_reason"])
+        )
+    assert len(study_of(path).get_trials(states=(TrialState.WAITING,))) == len(stopped)
     assert main(["search", str(path), "--timeout", "0.5"]) == 0
     assert "is finished" in capsys.readouterr().out
     assert len(study_of(path).trials) == first

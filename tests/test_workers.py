@@ -271,7 +271,9 @@ def test_signal_inside_lightning_fit(tmp_path, sig, code, any_url):
     cfg = load_config(config)  # finish in this process: a new worker process would only add start-up time
     Worker(cfg, url, prepare_worker(cfg, url, verbose=False)).run(n_trials=3, timeout=0)
     trials = audit(url, 3)
-    assert any(x.user_attrs.get("retry_of") == victim.number and x.params == victim.params for x in trials)
+    retry = next(x for x in trials if x.user_attrs.get("retry_of") == victim.number)
+    assert retry.params == victim.params and retry.user_attrs["seed"] == victim.user_attrs["seed"]
+    assert retry.user_attrs["resumed_at_epoch"] >= 1, "it went on from the state the interrupted trial saved"
 
 
 def test_stalled_worker_drops_its_failed_trial_and_carries_on(tmp_path, any_url):
