@@ -9,27 +9,8 @@ import argparse
 import os
 import sys
 
+from bonas import argtypes
 from bonas.errors import EXIT_USAGE, BonasError, UsageError
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if value < 0 or value != value:
-        raise argparse.ArgumentTypeError(f"must be >= 0 seconds, got {text}")
-    return value
 
 
 def _add_study(p: argparse.ArgumentParser, name: str = "study") -> None:
@@ -37,8 +18,8 @@ def _add_study(p: argparse.ArgumentParser, name: str = "study") -> None:
 
 
 def _add_budget(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--n-trials", type=_positive_int, help="the study's total trial budget (overrides the config)")
-    p.add_argument("--timeout", type=_seconds, help="the study's total time budget in seconds (overrides the config)")
+    p.add_argument("--n-trials", type=argtypes.positive_int, help="the study's total trial budget (overrides the config)")
+    p.add_argument("--timeout", type=argtypes.seconds, help="the study's total time budget in seconds (overrides the config)")
     p.add_argument("--data-dir", help="where data sets are found or downloaded (default $BONAS_DATA_DIR or ~/.cache/bonas)")
 
 
@@ -62,8 +43,10 @@ class Search:
     def add_arguments(p: argparse.ArgumentParser) -> None:
         _add_study(p, "config")
         _add_budget(p)
-        p.add_argument("--workers", type=_positive_int, default=1, help="local worker processes sharing the study (default 1)")
-        p.add_argument("--threads", type=_positive_int, help="torch threads per worker (default: CPU cores / workers)")
+        p.add_argument(
+            "--workers", type=argtypes.positive_int, default=1, help="local worker processes sharing the study (default 1)"
+        )
+        p.add_argument("--threads", type=argtypes.positive_int, help="torch threads per worker (default: CPU cores / workers)")
         _add_storage(p)
         p.add_argument("-v", "--verbose", action="store_true", help="Lightning's progress bars and logs, Optuna's trial logs")
         p.add_argument("--top", type=int, default=10, help="leaderboard rows printed at the end (default 10)")
@@ -81,10 +64,16 @@ class Run:
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
         _add_study(p, "config")
-        p.add_argument("--budget", type=_duration, required=True, help="wall-clock budget after start-up: 90s, 45m, 1h, 1h30m")
-        p.add_argument("--search-share", type=_share, help="share of the budget spent searching (default: [final] search_share)")
-        p.add_argument("--workers", type=_positive_int, default=1, help="local worker processes for the search (default 1)")
-        p.add_argument("--threads", type=_positive_int, help="torch threads (default: all CPU cores)")
+        p.add_argument(
+            "--budget", type=argtypes.duration, required=True, help="wall-clock budget after start-up: 90s, 45m, 1h, 1h30m"
+        )
+        p.add_argument(
+            "--search-share", type=argtypes.share, help="share of the budget spent searching (default: [final] search_share)"
+        )
+        p.add_argument(
+            "--workers", type=argtypes.positive_int, default=1, help="local worker processes for the search (default 1)"
+        )
+        p.add_argument("--threads", type=argtypes.positive_int, help="torch threads (default: all CPU cores)")
         p.add_argument("--data-dir", help="where data sets are found or downloaded (default $BONAS_DATA_DIR or ~/.cache/bonas)")
         p.add_argument("--out", help="checkpoint path (default checkpoints/<study>-trial<N>.pt)")
         p.add_argument("--report", help="report folder (default reports/<study>)")
@@ -100,25 +89,6 @@ class Run:
         return run(a, args.budget, args.search_share, args.out, args.report, args.workers)
 
 
-def _duration(text: str) -> float:
-    from bonas.run import parse_duration
-
-    try:
-        return parse_duration(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
-def _share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1, got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text}")
-    return value
-
-
 class WorkerCmd:
     help = "run one worker on a shared study (start one per GPU / machine)"
 
@@ -127,7 +97,7 @@ class WorkerCmd:
         _add_study(p, "config")
         _add_budget(p)
         p.add_argument("--index", type=int, help="this worker's index, seeds its sampler (default: from host and pid)")
-        p.add_argument("--threads", type=_positive_int, help="torch threads (default: all CPU cores)")
+        p.add_argument("--threads", type=argtypes.positive_int, help="torch threads (default: all CPU cores)")
         _add_storage(p)
         p.add_argument("-v", "--verbose", action="store_true")
 
@@ -144,16 +114,19 @@ class Slurm:
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
         _add_study(p, "config")
-        p.add_argument("--workers", type=_positive_int, required=True, help="array tasks, one bonas worker each")
+        p.add_argument("--workers", type=argtypes.positive_int, required=True, help="array tasks, one bonas worker each")
         p.add_argument(
             "--gpus-per-worker", type=int, choices=(0, 1), default=0, help="0 or 1: a worker trains on one device (default 0)"
         )
         p.add_argument(
-            "--cpus-per-worker", type=_positive_int, default=1, help="cores per task, also the worker's torch threads (default 1)"
+            "--cpus-per-worker",
+            type=argtypes.positive_int,
+            default=1,
+            help="cores per task, also the worker's torch threads (default 1)",
         )
         p.add_argument(
             "--time",
-            type=_slurm_time,
+            type=argtypes.slurm_time,
             help="time limit per task (Slurm format: 90, 2:00:00, 1-12:00:00); default the partition's",
         )
         p.add_argument("--partition", help="Slurm partition (default: the cluster's default)")
@@ -183,15 +156,6 @@ class Slurm:
             args.requeue,
             args.dry_run,
         )
-
-
-def _slurm_time(text: str) -> str:
-    from bonas.slurm import check_time
-
-    try:
-        return check_time(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 # --- reading studies ------------------------------------------------------------------------------
@@ -332,7 +296,7 @@ class Retrain:
     def add_arguments(p: argparse.ArgumentParser) -> None:
         _add_study(p)
         p.add_argument("--trial", type=int, help="trial number (default: the best completed trial)")
-        p.add_argument("--epochs", type=_positive_int, help="epochs (default: 3x the search's epochs per trial)")
+        p.add_argument("--epochs", type=argtypes.positive_int, help="epochs (default: 3x the search's epochs per trial)")
         p.add_argument(
             "--search-data", action="store_true", help="train on the search's train/val subsets, not the whole training split"
         )
@@ -382,7 +346,7 @@ class Predict:
     def add_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument("checkpoint")
         p.add_argument("images", nargs="+")
-        p.add_argument("--top", type=_positive_int, default=3, help="classes shown per image (default 3)")
+        p.add_argument("--top", type=argtypes.positive_int, default=3, help="classes shown per image (default 3)")
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
