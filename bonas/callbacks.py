@@ -78,7 +78,7 @@ class TrialGuard(Callback):
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         frozen = self.trial.storage.get_trial(trial_id(self.trial))
         if frozen.state != TrialState.RUNNING:
-            why = frozen.user_attrs.get(R.REASON) or "no reason recorded"
+            why = R.TrialRecord.of(frozen).reason or "no reason recorded"
             raise TrialAbandoned(
                 f"a peer failed trial {self.trial.number} while this worker was away ({why}); its params were requeued"
             )

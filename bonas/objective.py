@@ -178,12 +178,8 @@ class Objective:
     def find_duplicate(self, trial: optuna.Trial, p: Prepared) -> R.TrialRecord | None:
         """A finished, trained trial with the same ArchSpec and TrainSpec (the first one); a paused one is
         no result yet."""
-        for t in trial.study.get_trials(deepcopy=False, states=R.FINISHED):
-            if t.user_attrs.get(R.KEY) == p.key:
-                r = R.TrialRecord.of(t)
-                if r.trained and not r.paused_at:
-                    return r
-        return None
+        recs = R.records(trial.study.get_trials(deepcopy=False, states=R.FINISHED))
+        return next((r for r in recs if r.key == p.key and r.trained and not r.paused_at), None)
 
     def reuse(self, trial: optuna.Trial, source: R.TrialRecord, p: Prepared) -> Outcome:
         """Stand in the identical finished trial's result: same state, values, learning curve."""
@@ -322,7 +318,8 @@ class Objective:
         storage = trial.storage
         source = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id(trial.study), resume.source))
         trial.set_user_attr(R.RESUMED_AT, resume.epochs)
-        return source.user_attrs.get(R.SEED, trial_seed(self.config.seed, resume.source))
+        seed = R.TrialRecord.of(source).seed
+        return seed if seed is not None else trial_seed(self.config.seed, resume.source)
 
     def report_history(self, trial: optuna.Trial, frozen: FrozenTrial, resume: ResumePoint) -> None:
         """The epochs the state carries, reported as this trial's (a promotion already holds them)."""

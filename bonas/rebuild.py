@@ -49,8 +49,7 @@ def show(opened: Opened, number: int) -> str:
     arch, train = specs_of(opened, t, shape)
     net = build_model(arch, shape, n_classes)
     r = R.TrialRecord.of(t)
-    stored = t.user_attrs.get(R.ARCH)
-    if stored is not None and ArchSpec.from_dict(stored) != arch:
+    if r.arch is not None and ArchSpec.from_dict(r.arch) != arch:
         print("warning: the rebuilt architecture differs from the one stored on the trial", file=sys.stderr)
     lines = [
         f"trial {t.number} of {opened.study.study_name!r}: {t.state.name}, "

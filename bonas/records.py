@@ -62,7 +62,9 @@ class TrialRecord:
     """What one trial left behind, typed. ``trial`` keeps the FrozenTrial for params and curves."""
 
     trial: FrozenTrial
+    arch: dict[str, Any] | None  # the ArchSpec as stored (ArchSpec.from_dict rebuilds it)
     arch_line: str
+    key: str | None  # identical ArchSpec + TrainSpec share it
     train: dict[str, Any]
     params: int | None
     flops: int | None
@@ -88,7 +90,9 @@ class TrialRecord:
         a = t.user_attrs
         return cls(
             trial=t,
+            arch=a.get(ARCH),
             arch_line=a.get(ARCH_LINE, ""),
+            key=a.get(KEY),
             train=dict(a.get(TRAIN) or {}),
             params=a.get(PARAMS),
             flops=a.get(FLOPS),

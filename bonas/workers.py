@@ -315,7 +315,7 @@ class Worker:
             guard.in_trial = False
 
     def _failed_by_peer(self, trial: optuna.Trial) -> str:
-        why = self.storage.get_trial(trial_id(trial)).user_attrs.get(R.REASON) or "no reason recorded"
+        why = R.TrialRecord.of(self.storage.get_trial(trial_id(trial))).reason or "no reason recorded"
         return f"a peer failed trial {trial.number} while this worker was away ({why}); its params were requeued"
 
     def _keep_artifacts(self, trial: optuna.Trial, outcome: Outcome) -> bool:
