@@ -52,6 +52,10 @@ def load_results() -> dict:
 
 
 def save_results(results: dict) -> None:
+    """The results so far, with the provenance of the run that wrote them (runs of several parts accumulate)."""
+    from bench.record import provenance
+
+    results = {**results, "provenance": provenance(__file__)}
     RESULTS.mkdir(parents=True, exist_ok=True)
     tmp = RESULTS / (RESULTS_FILE + ".tmp")
     tmp.write_text(json.dumps(results, indent=1, sort_keys=True))
