@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.record import write  # noqa: E402
 from bonas import records as R  # noqa: E402
+from bonas.callbacks import TrialDeadline  # noqa: E402
 from bonas.config import load_config  # noqa: E402
 from bonas.workers import Worker, prepare_worker  # noqa: E402
 
@@ -38,7 +39,7 @@ def run_arm(proxy: str, seed: int, args: argparse.Namespace, folder: Path) -> di
     url = f"sqlite:///{folder / (name + '.db')}"
     worker = Worker(config, url, prepare_worker(config, url, verbose=False), seed=seed)
     start = time.perf_counter()
-    worker.run(10**6, 0, deadline=time.monotonic() + 60 * args.minutes)
+    worker.run(10**6, 0, deadline=TrialDeadline(time.monotonic() + 60 * args.minutes, "the arm's time"))
     wall = time.perf_counter() - start
     recs = R.records(worker.study.trials)
     screened = sum(bool(r.screen.get("rejected")) for r in recs)

@@ -5,9 +5,11 @@ into an Outcome.
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import optuna
@@ -18,7 +20,7 @@ from optuna_integration import PyTorchLightningPruningCallback
 
 from bonas import promotion
 from bonas import records as R
-from bonas.resume import state_name
+from bonas.resume import partial_name, state_name
 from bonas.storage import trial_id
 
 
@@ -38,13 +40,23 @@ class Paused(Exception):
 
 
 class TimeSpent(Exception):
-    """The time budget ran out: the trial stops at this epoch boundary (and is requeued to go on later)."""
+    """The time budget ran out: the trial stops (and is requeued, to go on from its last saved state)."""
 
-    def __init__(self, epochs: int, max_epochs: int, what: str):
+    def __init__(self, epochs: int, max_epochs: int, what: str, mid_epoch: bool = False):
+        where = f"in epoch {epochs + 1}" if mid_epoch else f"after epoch {epochs}"
         super().__init__(
-            f"stopped after epoch {epochs} of {max_epochs}: {what} is spent; requeued, it goes on from its "
-            "checkpoint when the budget allows"
+            f"stopped {where} of {max_epochs}: {what} is spent; requeued, it goes on from its checkpoint "
+            f"(epoch {epochs}) when the budget allows"
         )
+
+
+class TrialDeadline(NamedTuple):
+    """When a running trial must stop (time.monotonic() values): at the first epoch boundary past ``at``
+    (no finished batch lost), and at once, mid-epoch, at ``wall`` when there is one."""
+
+    at: float
+    what: str
+    wall: float | None = None
 
 
 class StateSaver(Callback):
@@ -57,16 +69,20 @@ class StateSaver(Callback):
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking:
             return
-        with tempfile.TemporaryDirectory(prefix="bonas-state-") as tmp:
-            path = Path(tmp) / state_name(self.trial.number)
-            trainer.save_checkpoint(path)
-            if self.artifact_id is None:
+        if self.artifact_id is None:
+            with tempfile.TemporaryDirectory(prefix="bonas-state-") as tmp:
+                path = Path(tmp) / state_name(self.trial.number)
+                trainer.save_checkpoint(path)
                 self.artifact_id = upload_artifact(
                     artifact_store=self.store, file_path=str(path), study_or_trial=self.trial, mimetype="application/octet-stream"
                 )
-            else:  # the same artifact, overwritten: the trial lists one state, not one per epoch
-                with open(path, "rb") as f:
-                    self.store.write(self.artifact_id, f)
+            return
+        # The same artifact, overwritten (the trial lists one state, not one per epoch) by a rename in the
+        # store's folder, where FileSystemArtifactStore keeps artifact <id> as the file <id>: a worker killed
+        # mid-write leaves the previous epoch's state whole, never a torn one.
+        partial = self.folder / partial_name(self.artifact_id)
+        trainer.save_checkpoint(partial)
+        os.replace(partial, self.folder / self.artifact_id)
 
 
 class TrialGuard(Callback):
@@ -114,15 +130,19 @@ class RungPause(Callback):
 
 
 class Deadline(Callback):
-    """At each epoch's end: past ``deadline`` (time.monotonic()), stop before the next epoch."""
+    """Past ``deadline.at``: stop at the epoch's end; past ``deadline.wall``: stop at once."""
 
-    def __init__(self, deadline: float, what: str):
-        self.deadline, self.what = deadline, what
+    def __init__(self, deadline: TrialDeadline):
+        self.deadline = deadline
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.deadline.wall is not None and time.monotonic() >= self.deadline.wall:
+            raise TimeSpent(len(pl_module.history), trainer.max_epochs, self.deadline.what, mid_epoch=True)
 
     def on_validation_end(self, trainer, pl_module) -> None:
         epochs = len(pl_module.history)
-        if not trainer.sanity_checking and epochs < trainer.max_epochs and time.monotonic() >= self.deadline:
-            raise TimeSpent(epochs, trainer.max_epochs, self.what)
+        if not trainer.sanity_checking and epochs < trainer.max_epochs and time.monotonic() >= self.deadline.at:
+            raise TimeSpent(epochs, trainer.max_epochs, self.deadline.what)
 
 
 class CostAwarePruning(Callback):

@@ -32,6 +32,7 @@ from bonas.callbacks import (
     StateSaver,
     TimeSpent,
     TrialAbandoned,
+    TrialDeadline,
     TrialGuard,
 )
 from bonas.config import StudyConfig
@@ -233,7 +234,7 @@ class Objective:
                 trial.set_user_attr(R.SECONDS, round(time.perf_counter() - start, 3))
         return module
 
-    def trial_callbacks(self, trial: optuna.Trial, p: Prepared, deadline: tuple[float, str] | None) -> list[Callback]:
+    def trial_callbacks(self, trial: optuna.Trial, p: Prepared, deadline: TrialDeadline | None) -> list[Callback]:
         """In order: save the state, notice a peer's verdict, report (and prune), pause at a rung, stop at the deadline."""
         callbacks: list[Callback] = []
         if self.states is not None:
@@ -242,7 +243,7 @@ class Objective:
         if self.rungs:
             callbacks.append(RungPause(trial, self.rungs, self.config.pruner.reduction_factor))
         if deadline is not None:
-            callbacks.append(Deadline(*deadline))
+            callbacks.append(Deadline(deadline))
         return callbacks
 
     def pruning_callback(self, trial: optuna.Trial, p: Prepared) -> Callback:
@@ -255,9 +256,9 @@ class Objective:
         warmup = pr.n_warmup_steps if pr.name == "median" else pr.min_resource - 1
         return CostAwarePruning(trial, p.cost(self.config.objective.metrics[1]), percentile, pr.n_startup_trials, warmup)
 
-    def run(self, trial: optuna.Trial, deadline: tuple[float, str] | None = None) -> Outcome:
+    def run(self, trial: optuna.Trial, deadline: TrialDeadline | None = None) -> Outcome:
         """Prepare, check limits, duplicates and the screen, train (or go on from a state); every ordinary
-        ending is an Outcome. ``deadline``: (time.monotonic() to stop at, what budget that is)."""
+        ending is an Outcome. ``deadline``: when it must stop (callbacks.TrialDeadline)."""
         frozen = trial.storage.get_trial(trial_id(trial))
         with tempfile.TemporaryDirectory(prefix="bonas-resume-") as tmp:
             resume = find_resume_point(trial.study, frozen, self.states[0], Path(tmp)) if self.states else None

@@ -33,6 +33,11 @@ def state_name(number: int) -> str:
     return f"trial-{number}{STATE_SUFFIX}"
 
 
+def partial_name(artifact_id: str) -> str:
+    """The file a state is written to before it replaces artifact ``artifact_id`` whole."""
+    return f".{artifact_id}.partial"
+
+
 def state_artifact(trial: FrozenTrial) -> str | None:
     """The id of ``trial``'s training-state artifact, if it saved one (read from the trial's own record, as
     optuna.artifacts.get_all_artifact_meta does, without one database call per trial)."""
@@ -112,6 +117,8 @@ def remove_states(study: optuna.Study, store: FileSystemArtifactStore, folder: P
     removed = 0
     for r in removable_states(R.records(study.get_trials(deepcopy=False)), keep_top_k):
         artifact_id = state_artifact(r.trial)
+        if artifact_id is not None:  # a kill mid-save leaves the half-written next state behind
+            (folder / partial_name(artifact_id)).unlink(missing_ok=True)
         if artifact_id is not None and (folder / artifact_id).exists():
             try:
                 store.remove(artifact_id)

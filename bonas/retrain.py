@@ -38,6 +38,8 @@ from bonas.study import Opened, stored_data
 from bonas.train import Classifier, Recipe, accelerator, make_trainer
 
 log = logging.getLogger("bonas.retrain")
+# Testing an image (a forward pass, no augmentation) costs about a third of training on it; a half, to be safe.
+TEST_COST_OF_A_TRAINING_IMAGE = 0.5
 UNTIL_DEADLINE = 1_000_000  # the epoch count of a training that runs until its deadline (the deadline ends it)
 
 
@@ -94,14 +96,30 @@ class Final:
 
 
 class HardStop(pl.Callback):
-    """Stops training at ``deadline`` (time.monotonic()), mid-epoch: the budget holds (the schedule of a
-    training until a deadline has reached its end by then)."""
+    """Stops training mid-epoch in time to test the network by ``deadline`` (time.monotonic()): the
+    training's own pace tells how long testing ``test_images`` takes. A schedule that follows the clock
+    (``progress``) reaches its end at :meth:`end`."""
 
-    def __init__(self, deadline: float, on_epoch: Callable[[int], None] | None):
-        self.deadline, self.on_epoch = deadline, on_epoch
+    def __init__(self, deadline: float, test_images: int, on_epoch: Callable[[int], None] | None):
+        self.deadline, self.test_images, self.on_epoch = deadline, test_images, on_epoch
+        self.start, self.images = time.monotonic(), 0
+
+    def end(self) -> float:
+        """When training must stop: the deadline less the test's time at this pace."""
+        if not self.images:
+            return self.deadline
+        per_image = (time.monotonic() - self.start) / self.images
+        return self.deadline - self.test_images * per_image * TEST_COST_OF_A_TRAINING_IMAGE
+
+    def progress(self) -> float:
+        return (time.monotonic() - self.start) / max(1e-9, self.end() - self.start)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.start, self.images = time.monotonic(), 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if time.monotonic() >= self.deadline and not trainer.should_stop:
+        self.images += len(batch[1])
+        if time.monotonic() >= self.end() and not trainer.should_stop:
             trainer.should_stop = True
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
@@ -139,9 +157,8 @@ def train_final(
     if torch.cuda.is_available():
         x, y = x.to("cuda"), y.to("cuda")
     start = time.monotonic()
-    progress = None if epochs else (lambda: (time.monotonic() - start) / max(1e-9, deadline - start))
-    stop = HardStop(deadline or float("inf"), on_epoch)
-    module = Classifier(net, train, preprocess, epochs or UNTIL_DEADLINE, recipe, progress)
+    stop = HardStop(deadline or float("inf"), len(splits.test_y), on_epoch)
+    module = Classifier(net, train, preprocess, epochs or UNTIL_DEADLINE, recipe, None if epochs else stop.progress)
     trainer = make_trainer(epochs or UNTIL_DEADLINE, [stop], config.training.precision, verbose, recipe, limit_val_batches=0)
     batches = Batches(x, y, train.batch_size, shuffle=True, seed=seed)
     trainer.fit(module, train_dataloaders=batches)

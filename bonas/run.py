@@ -4,8 +4,9 @@ The budget's clock starts once the data is loaded (start-up is not part of it) a
 
 1. the search, for ``[final] search_share`` of it, on the study's own database (so a second run with a
    larger budget goes on where the first stopped): ``[budget] n_trials`` and ``timeout`` give way to the
-   run's time; a trial still running when the share ends stops at its next epoch boundary and is
-   requeued (it goes on from its state in a later run);
+   run's time; a trial still running when the share ends stops at its next epoch boundary, or mid-epoch
+   once half the final training's time has gone to it (so the final training always has the other half),
+   and is requeued (it goes on from its state in a later run);
 2. the final training: the best trial's architecture and knobs on the whole training split, with the
    study's recipe, until the budget's deadline (its learning-rate schedule follows the clock, so it has
    annealed when the deadline stops it, however many epochs that is), tested once on the test split.
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bonas import records as R
+from bonas.callbacks import TrialDeadline
 from bonas.errors import StudyError
 from bonas.leaderboard import Progress
 from bonas.retrain import final_splits, format_result, save_final, train_final
@@ -34,7 +36,8 @@ from bonas.study import Opened
 from bonas.workers import Worker, exit_code, prepare_worker
 
 UNBOUNDED_TRIALS = 10**9  # a run is bounded by its time; [budget] n_trials gives way
-REPORT_RESERVE_S = (3.0, 0.05)  # kept back for the report and the checkpoint: max(3 s, 5 % of the final share)
+FINAL_SHARE_A_TRIAL_MAY_TAKE = 0.5  # a trial running past the search's end finishes its epoch within this
+REPORT_RESERVE_S = (5.0, 0.05)  # kept back for the latency, checkpoint and report: max(5 s, 5 % of the final share)
 
 
 def parse_duration(text: str) -> float:
@@ -115,7 +118,13 @@ class RunRecord:
     report: str
 
 
-def search_in_processes(worker: Worker, config, url: str, workers: int, deadline: float, on_trial, verbose: bool) -> int:
+def search_deadline(start: float, budget: float, share: float) -> TrialDeadline:
+    """The search's end: at ``share`` of the budget, at an epoch boundary; mid-epoch halfway into the final share."""
+    end = start + share * budget
+    return TrialDeadline(end, "this run's search time", wall=end + (1 - share) * budget * FINAL_SHARE_A_TRIAL_MAY_TAKE)
+
+
+def search_in_processes(worker: Worker, config, url: str, workers: int, deadline: TrialDeadline, on_trial, verbose: bool) -> int:
     """The search share run by ``workers`` local processes (on one GPU, they share it); returns a nonzero
     exit code when one of them failed or was interrupted."""
     procs = spawn_workers(config, url, workers, verbose, n_trials=UNBOUNDED_TRIALS, timeout=0, deadline=deadline)
@@ -152,6 +161,8 @@ def run(
     splits = prepare_worker(config, url, a.verbose)
     worker = Worker(config, url, splits, verbose=a.verbose)
     study = worker.study
+    import torch.utils.benchmark  # noqa: F401  (the latency timer's import, ~2 s on a CPU: before the clock starts)
+
     bar = BudgetBar(budget)
     start = bar.start
     print(
@@ -169,11 +180,11 @@ def run(
 
     try:
         if workers > 1:
-            code = search_in_processes(worker, config, url, workers, start + share * budget, on_trial, a.verbose)
+            code = search_in_processes(worker, config, url, workers, search_deadline(start, budget, share), on_trial, a.verbose)
             if code:
                 return code
         else:
-            summary = worker.run(UNBOUNDED_TRIALS, 0, on_trial=on_trial, deadline=start + share * budget)
+            summary = worker.run(UNBOUNDED_TRIALS, 0, on_trial=on_trial, deadline=search_deadline(start, budget, share))
             if summary.signum is not None:
                 return exit_code(summary)
         search_s = time.monotonic() - start

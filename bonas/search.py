@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from bonas.budget import Verdict, budget_status
+from bonas.callbacks import TrialDeadline
 from bonas.config import StudyConfig, load_config
 from bonas.errors import BonasError
 from bonas.leaderboard import Progress, describe_best, leaderboard
@@ -142,7 +143,7 @@ def _worker_main(
     timeout: float,
     verbose: bool,
     gpu: int | None,
-    deadline: float | None = None,
+    deadline: TrialDeadline | None = None,
 ) -> None:
     """Entry point of a spawned worker process."""
     import logging
@@ -167,7 +168,7 @@ def spawn_workers(
     verbose: bool,
     n_trials: int | None = None,
     timeout: float | None = None,
-    deadline: float | None = None,
+    deadline: TrialDeadline | None = None,
 ) -> list[multiprocessing.Process]:
     """Start local worker processes: spawn (no database engine crosses a fork), one GPU each when there are
     several (with one GPU, they share it: small networks leave most of a large GPU idle)."""

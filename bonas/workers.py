@@ -28,6 +28,7 @@ from optuna.trial import TrialState
 from bonas import records as R
 from bonas.artifacts import Keeper
 from bonas.budget import BudgetStatus, Verdict, claim_trial, fail_and_requeue
+from bonas.callbacks import TrialDeadline
 from bonas.config import StudyConfig
 from bonas.data import Splits, load_splits
 from bonas.errors import BonasError, StorageError
@@ -211,14 +212,19 @@ class Worker:
         return claim
 
     def run(
-        self, n_trials: int, timeout: float, on_trial: Any = None, guard: SignalGuard | None = None, deadline: float | None = None
+        self,
+        n_trials: int,
+        timeout: float,
+        on_trial: Any = None,
+        guard: SignalGuard | None = None,
+        deadline: TrialDeadline | None = None,
     ) -> RunSummary:
-        """Claim and run trials until the budget is spent (or ``deadline``, a time.monotonic(), passes)."""
+        """Claim and run trials until the budget is spent (or ``deadline.at`` passes)."""
         guard = guard or SignalGuard()
         summary = RunSummary()
         with guard:
             while guard.signum is None:
-                if deadline is not None and time.monotonic() >= deadline:
+                if deadline is not None and time.monotonic() >= deadline.at:
                     summary.stop = Stop.DEADLINE
                     break
                 claim = self.claim(n_trials, timeout, summary)
@@ -243,17 +249,19 @@ class Worker:
         return summary
 
     @staticmethod
-    def trial_deadline(status: BudgetStatus, deadline: float | None) -> tuple[float, str] | None:
-        """When the running trial must stop at an epoch boundary: the study's timeout or the run's deadline."""
-        ends = []
+    def trial_deadline(status: BudgetStatus, deadline: TrialDeadline | None) -> TrialDeadline | None:
+        """When the running trial must stop: the study's timeout or this run's deadline, whichever comes first
+        (at an epoch boundary), and the run's wall if it has one (mid-epoch)."""
+        ends = [deadline] if deadline is not None else []
         if status.timeout:  # the study's clock runs at wall speed while this trial runs
-            ends.append((time.monotonic() + status.timeout - status.elapsed, f"the study's timeout of {status.timeout:g}s"))
-        if deadline is not None:
-            ends.append((deadline, "this run's search time"))
-        return min(ends) if ends else None
+            at = time.monotonic() + status.timeout - status.elapsed
+            ends.append(TrialDeadline(at, f"the study's timeout of {status.timeout:g}s"))
+        if not ends:
+            return None
+        return min(ends, key=lambda d: d.at)._replace(wall=deadline.wall if deadline is not None else None)
 
     def run_trial(
-        self, trial: optuna.Trial, guard: SignalGuard, summary: RunSummary, deadline: tuple[float, str] | None = None
+        self, trial: optuna.Trial, guard: SignalGuard, summary: RunSummary, deadline: TrialDeadline | None = None
     ) -> TrialState | None:
         """Run and tell one claimed trial; returns its final state (None when dropped, or failed only to be
         requeued: interrupted or out of time)."""
@@ -291,7 +299,7 @@ class Worker:
             summary.failed += 1
         return outcome.state
 
-    def _execute(self, trial: optuna.Trial, guard: SignalGuard, deadline: tuple[float, str] | None) -> Outcome:
+    def _execute(self, trial: optuna.Trial, guard: SignalGuard, deadline: TrialDeadline | None) -> Outcome:
         """The objective, with interruptions and unexpected errors turned into outcomes too."""
         try:
             guard.in_trial = guard.signum is None

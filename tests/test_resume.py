@@ -34,7 +34,7 @@ GOOD = {
 EPOCHS = 5
 
 
-def config(folder: Path, name: str) -> Path:
+def config(folder: Path, name: str, keep_top_k: int = 0) -> Path:
     path = write_tiny_config(
         folder,
         name,
@@ -44,6 +44,7 @@ def config(folder: Path, name: str) -> Path:
         pruner_extra="",
         train_subset=600,
         val_subset=100,
+        keep_top_k=keep_top_k,
         extra="[workers]\nheartbeat_interval = 1\ngrace_period = 3\n",
     )
     path.write_text(path.read_text().replace("batch_sizes = [64]", "batch_sizes = [16]"))
@@ -117,3 +118,24 @@ def test_a_killed_workers_trial_resumes_from_its_state_with_its_seed(tmp_path):
         f"killed after {done_epochs} epochs; the retry went on from epoch {resumed} and trained {EPOCHS - resumed}; "
         f"its curve equals the uninterrupted run's"
     )
+
+
+def test_each_epoch_replaces_the_one_state_whole_and_removal_takes_a_torn_leftover(tmp_path):
+    from bonas.resume import partial_name, remove_states, state_artifact
+
+    path = config(tmp_path, "whole", keep_top_k=1)
+    cfg = load_config(path)
+    url = resolve_storage(cfg)
+    worker = Worker(cfg, url, prepare_worker(cfg, url, verbose=False))
+    worker.study.enqueue_trial(GOOD)
+    worker.run(n_trials=1, timeout=0)
+    trial = worker.study.trials[0]
+    store, folder = worker.keeper.store, worker.keeper.folder
+    artifact_id = state_artifact(trial)
+    state = torch.load(folder / artifact_id, map_location="cpu", weights_only=True)
+    assert len(state["bonas"]["history"]) == EPOCHS, "the artifact holds the last epoch's state"
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == [], "no half-written state left"
+
+    (folder / partial_name(artifact_id)).write_bytes(b"half a checkpoint, cut by a kill")
+    assert remove_states(worker.study, store, folder, keep_top_k=0) == 1
+    assert not (folder / artifact_id).exists() and not (folder / partial_name(artifact_id)).exists()
