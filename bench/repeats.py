@@ -103,6 +103,8 @@ def part_b(seeds: int, trials: int, folder: Path) -> dict:
         for seed in range(seeds):
             name = f"b{'liar' if liar else 'noliar'}{seed}"
             text = with_seed(base, name, seed, f"\n[budget]\nn_trials = {trials}\n")
+            if "constant_liar = true" not in text:
+                raise SystemExit("repeats: studies/digits.toml no longer sets constant_liar = true; the arms would be the same")
             text = text.replace("constant_liar = true", f"constant_liar = {'true' if liar else 'false'}")
             start = time.perf_counter()
             recs = search(text, name, folder, workers=4)
