@@ -42,7 +42,7 @@ from bonas.data import Batches, Preprocess, load_splits  # noqa: E402
 from bonas.model import build_model, count_params, summarize  # noqa: E402
 from bonas.proxies import PROXIES  # noqa: E402
 from bonas.space import suggest_arch, suggest_training  # noqa: E402
-from bonas.train import Classifier, NonFiniteLoss, make_trainer, quiet_lightning  # noqa: E402
+from bonas.train import Classifier, NonFiniteLoss, Recipe, make_trainer, quiet_lightning  # noqa: E402
 from bonas.validate import BLOCK_TYPES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,7 +65,7 @@ def sample(space, training, data, input_shape, n: int, seed: int) -> list[tuple[
 
 
 def score_and_train(
-    i: int, arch, train, splits, x: torch.Tensor, y: torch.Tensor, args, schedule: str, precision: str, eval_batch: int
+    i: int, arch, train, splits, x: torch.Tensor, y: torch.Tensor, args, recipe: Recipe, precision: str, eval_batch: int
 ) -> dict:
     seed = args.seed * 100_003 + i
     torch.manual_seed(seed)
@@ -85,8 +85,8 @@ def score_and_train(
         row[f"{name}_ms"] = round(1000 * (time.perf_counter() - start), 2)
 
     preprocess = Preprocess(splits.mean, splits.std, splits.crop_pad, splits.flip)
-    module = Classifier(net, train, preprocess, args.epochs, schedule)
-    trainer = make_trainer(args.epochs, [], precision, False)
+    module = Classifier(net, train, preprocess, args.epochs, recipe)  # the study's recipe, as its trials train
+    trainer = make_trainer(args.epochs, [], precision, False, recipe)
     start = time.perf_counter()
     try:
         trainer.fit(
@@ -208,7 +208,7 @@ def main() -> None:
     for i, (params, arch, train) in enumerate(sample(space, t, data, shape, args.n, args.seed)):
         rows.append(
             {
-                **score_and_train(i, arch, train, splits, x, y, args, t.schedule, t.precision, t.eval_batch_size),
+                **score_and_train(i, arch, train, splits, x, y, args, Recipe.of(t), t.precision, t.eval_batch_size),
                 "params_sampled": params,
             }
         )
