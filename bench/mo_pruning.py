@@ -14,7 +14,6 @@ Hypervolume: points (1 - val_acc, log10(params)) of the completed, trained trial
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.presets import without_table  # noqa: E402
+from bench.record import write  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -116,8 +116,8 @@ def main() -> None:
     )
     print(f"  cost-aware      median hypervolume {med[True]:.4f}  (mean {statistics.mean(hv[True]):.4f}), {n[True]:.1f} trials")
     print(f"  pruned arm better in {wins} of {args.seeds} seeds")
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(rows, indent=1))
+    summary = {"hv_median_none": med[False], "hv_median_pruned": med[True], "trials_mean": {"none": n[False], "pruned": n[True]}}
+    write(args.json, __file__, {"bench": "mo_pruning", "settings": vars(args), "summary": summary, "wins": wins, "runs": rows})
     print(
         f"RESULT hv_pruned={med[True]:.4f} hv_none={med[False]:.4f} hv_ratio={med[True] / med[False]:.3f} "
         f"trials_pruned={n[True]:.1f} trials_none={n[False]:.1f} wins={wins}/{args.seeds} epochs_budget={args.epochs_budget}"
