@@ -7,7 +7,7 @@ earlier trials. Reported per arm, median over seeds: the best validation accurac
 epochs trained. Screening becomes a default only if it wins here; a tie or a loss is reported as such.
 
     .venv/bin/python bench/screening.py                       # grad_norm: 2 arms x 3 seeds x 6 minutes (~40 min)
-    .venv/bin/python bench/screening.py --seeds 2 --minutes 5 # a shorter look (~22 min)
+    .venv/bin/python bench/screening.py --minutes 5           # what results/screening.json ran (~32 min)
 
 grad_norm is the default proxy: it ranked 100 networks of this space best (bench/results/zero_cost.json).
 """
