@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.record import write  # noqa: E402
 from bonas import records as R  # noqa: E402
 from bonas.callbacks import TrialDeadline  # noqa: E402
-from bonas.config import load_config  # noqa: E402
+from bonas.config import WarmStartConfig, load_config  # noqa: E402
 from bonas.workers import Worker, prepare_worker  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +39,7 @@ def run_arm(proxy: str, seed: int, args: argparse.Namespace, folder: Path) -> di
     config.name, config.seed, config.path = name, seed, str(folder / f"{name}.toml")
     config.screen = dataclasses.replace(config.screen, proxy=proxy, percentile=args.percentile)
     config.artifacts = dataclasses.replace(config.artifacts, keep_top_k=0)
+    config.warm_start = WarmStartConfig()  # as measured: every trial sampled, no hand design as trial 0 of both arms
     url = f"sqlite:///{folder / (name + '.db')}"
     worker = Worker(config, url, prepare_worker(config, url, verbose=False), seed=seed)
     start = time.perf_counter()

@@ -23,6 +23,21 @@ def test_the_articles_27_as_a_warm_start_file_match_the_space():
     assert len(listed) == 27
 
 
+def test_the_fashion_mnist_preset_starts_from_the_hand_design_its_bench_compares_against():
+    """Trial 0 of the preset is bench/budget.py's "2 conv + pool + BN" baseline with its hand knobs, rebuilt
+    from the params alone; a change to the preset's space that moved it (a width, the dense range) fails here."""
+    from bench.budget import BASELINE_TRAIN, BASELINES
+    from bonas.space import specs_from_params
+    from bonas.study import warm_start_params
+
+    config = load_config(ROOT / "studies" / "fashion-mnist.toml")
+    (params,) = warm_start_params(config)
+    arch, train = specs_from_params(params, config.space, config.training, config.data, (1, 28, 28))
+    assert arch == BASELINES["2 conv + pool + BN"]
+    assert arch.describe() == "c32k3+bn/max | c64k3+bn/max | flatten | fc128/d0.3"
+    assert train == BASELINE_TRAIN
+
+
 def test_the_seed_preset_trains_as_the_article():
     """The article's training: Adam at a constant 1e-3 (no decay, no weight decay), batch 32, 10 epochs,
     every network to the end. Fails on the earlier preset (batch 64, 6 epochs, cosine decay)."""
