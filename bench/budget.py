@@ -38,6 +38,7 @@ from bonas.config import load_config  # noqa: E402
 from bonas.retrain import final_splits, train_final  # noqa: E402
 from bonas.run import parse_duration  # noqa: E402
 from bonas.spec import ArchSpec, BlockSpec, TrainSpec  # noqa: E402
+from bonas.study import warm_start_params  # noqa: E402
 from bonas.train import quiet_lightning, set_threads  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +67,11 @@ def bonas_run(
     """`bonas run` on a copy of the config with its own database; returns its run record."""
     config = load_config(config_path)
     copy = folder / f"{config.name}-{share:g}.toml"
-    copy.write_text(config_path.read_text().replace(f'name = "{config.name}"', f'name = "{copy.stem}"'))
+    text = config_path.read_text().replace(f'name = "{config.name}"', f'name = "{copy.stem}"')
+    warm = config.warm_start.file
+    if warm and not Path(warm).is_absolute():  # the copy sits elsewhere: point at the preset's own warm-start file
+        text = text.replace(f'file = "{warm}"', f'file = "{(config_path.parent / warm).resolve()}"')
+    copy.write_text(text)
     cmd = [
         sys.executable,
         "-m",
@@ -102,7 +107,13 @@ def bonas_run(
         raise SystemExit(f"budget: bonas run left no usable record: {record}")
     retrained = study.user_attrs[f"{R.RETRAIN_PREFIX}{record['best_trial']}"]
     recs = R.records(study.trials)
+    enqueued = len(warm_start_params(config))  # a fresh study: the warm start's trials are numbers 0 .. enqueued-1
     return {
+        "warm_start": [
+            {"number": r.number, "state": r.state.name, "val_acc": r.val_acc, "epochs": r.epochs, "arch": r.arch_line}
+            for r in recs
+            if r.number < enqueued
+        ],
         "share": share,
         "wall_s": round(wall, 1),
         "record": record,
