@@ -33,13 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import optuna  # noqa: E402
 
 from bench.record import write  # noqa: E402
-from bonas import records as R  # noqa: E402
+from bonas.commands.retrain import final_splits, train_final  # noqa: E402
+from bonas.commands.run import parse_duration  # noqa: E402
 from bonas.config import load_config  # noqa: E402
-from bonas.retrain import final_splits, train_final  # noqa: E402
-from bonas.run import parse_duration  # noqa: E402
-from bonas.spec import ArchSpec, BlockSpec, TrainSpec  # noqa: E402
-from bonas.study import warm_start_params  # noqa: E402
-from bonas.train import quiet_lightning, set_threads  # noqa: E402
+from bonas.core import records as R  # noqa: E402
+from bonas.core.spec import ArchSpec, BlockSpec, TrainSpec  # noqa: E402
+from bonas.study.studies import warm_start_params  # noqa: E402
+from bonas.training.module import quiet_lightning, set_threads  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE_TRAIN = TrainSpec(
@@ -193,7 +193,7 @@ def main() -> None:
 
         def launch(start: float, share: float) -> None:
             final = (1 - share) * budget_s
-            seconds = final - max(3.0, 0.05 * final)  # what bonas run plans for its final training (bonas.run)
+            seconds = final - max(3.0, 0.05 * final)  # what bonas run plans for its final training (bonas.commands.run)
             for i, name in enumerate(BASELINES):
                 launched.append(
                     (

@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.record import write  # noqa: E402
 from bonas.config import DataConfig  # noqa: E402
-from bonas.data import Batches, Preprocess, make_splits  # noqa: E402
-from bonas.datasets import load_raw  # noqa: E402
+from bonas.data.sources import load_raw  # noqa: E402
+from bonas.data.splits import Batches, Preprocess, make_splits  # noqa: E402
 
 
 class PerSample(Dataset):

@@ -57,9 +57,9 @@ def hypervolume(trials) -> float:
 
 
 def run_arm(seed: int, pruned: bool, budget: int, folder: Path) -> dict:
-    from bonas.budget import claim_trial
     from bonas.config import parse_config
-    from bonas.workers import RunSummary, SignalGuard, Worker, prepare_worker
+    from bonas.search.worker import RunSummary, SignalGuard, Worker, prepare_worker
+    from bonas.study.budget import claim_trial
 
     name = f"mo-{'pruned' if pruned else 'none'}-{seed}"
     path = folder / f"{name}.toml"
@@ -91,7 +91,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--json", default="bench/results/mo_pruning.json")
     args = ap.parse_args()
-    from bonas.train import quiet_lightning, set_threads
+    from bonas.training.module import quiet_lightning, set_threads
 
     set_threads()
     quiet_lightning(False)

@@ -36,12 +36,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.record import write  # noqa: E402
 from bonas.config import parse_config  # noqa: E402
-from bonas.data import Batches, Preprocess  # noqa: E402
-from bonas.model import build_model  # noqa: E402
-from bonas.objective import Objective  # noqa: E402
-from bonas.space import suggest_arch  # noqa: E402
-from bonas.train import make_trainer  # noqa: E402
-from bonas.workers import Worker, prepare_worker  # noqa: E402
+from bonas.data.splits import Batches, Preprocess  # noqa: E402
+from bonas.model.build import build_model  # noqa: E402
+from bonas.search.objective import Objective  # noqa: E402
+from bonas.search.space import suggest_arch  # noqa: E402
+from bonas.search.worker import Worker, prepare_worker  # noqa: E402
+from bonas.training.module import make_trainer  # noqa: E402
 
 CONFIG = """
 name = "overhead"
@@ -111,7 +111,7 @@ CALLBACK_MS: dict[str, list[float]] = {}
 
 def time_callbacks() -> None:
     """Wrap the per-epoch hooks of bonas' trial callbacks with timers (they run inside every real trial)."""
-    from bonas import callbacks
+    from bonas.training import callbacks
 
     for cls, hook in (
         (callbacks.StateSaver, "on_validation_end"),
@@ -135,9 +135,9 @@ def bonas_trial(worker: Worker, epochs: int) -> tuple[float, float]:
     (wall seconds, seconds outside Lightning's fit). Fails loudly unless the trial trained every epoch."""
     from optuna.trial import TrialState
 
-    from bonas import records as R
-    from bonas.budget import claim_trial
-    from bonas.workers import RunSummary, SignalGuard
+    from bonas.core import records as R
+    from bonas.search.worker import RunSummary, SignalGuard
+    from bonas.study.budget import claim_trial
 
     start = time.perf_counter()
     trial = claim_trial(worker.study, worker.storage, worker.lock, n_trials=10**6, timeout=0).trial
@@ -153,9 +153,9 @@ def bonas_trial(worker: Worker, epochs: int) -> tuple[float, float]:
 
 def fixed_costs(worker: Worker) -> dict[str, float]:
     """The parts of a trial outside training, each timed alone: median of 5, in milliseconds."""
-    from bonas import records as R
-    from bonas.budget import claim_trial
-    from bonas.notes import note_markdown, write_note
+    from bonas.core import records as R
+    from bonas.results.notes import note_markdown, write_note
+    from bonas.study.budget import claim_trial
 
     obj: Objective = worker.objective
     out: dict[str, list[float]] = {"claim_ms": [], "build_ms": [], "attrs_ms": [], "trainer_ms": [], "tell_ms": [], "note_ms": []}

@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import optuna  # noqa: E402
 
 from bench.record import write  # noqa: E402
-from bonas import records as R  # noqa: E402
 from bonas.config import load_config  # noqa: E402
+from bonas.core import records as R  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "studies" / "digits.toml"

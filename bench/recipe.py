@@ -28,9 +28,9 @@ import optuna  # noqa: E402
 
 from bench.record import write  # noqa: E402
 from bonas.config import parse_config  # noqa: E402
-from bonas.data import load_splits  # noqa: E402
-from bonas.objective import Objective  # noqa: E402
-from bonas.train import quiet_lightning, set_threads  # noqa: E402
+from bonas.data.splits import load_splits  # noqa: E402
+from bonas.search.objective import Objective  # noqa: E402
+from bonas.training.module import quiet_lightning, set_threads  # noqa: E402
 
 BASE = """
 name = "recipe"

@@ -32,7 +32,7 @@ import optuna  # noqa: E402
 
 from bench.presets import without_table  # noqa: E402
 from bench.record import write  # noqa: E402
-from bonas import records as R  # noqa: E402
+from bonas.core import records as R  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BONAS = str(Path(sys.executable).parent / "bonas")

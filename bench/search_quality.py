@@ -139,7 +139,7 @@ def seed_table(folder: Path, data: str, results: dict) -> dict[str, float]:
     if key in results:
         return results[key]
     from bonas.config import load_config
-    from bonas.space import enumerate_params
+    from bonas.search.space import enumerate_params
 
     seed = load_config(ROOT / "studies" / "seed.toml")
     all_params = enumerate_params(seed.space, (1, 8, 8))
@@ -165,8 +165,8 @@ def tabular_run(table: dict[str, float], sampler_text: str, seed: int, n_trials:
     import optuna
 
     from bonas.config import load_config, parse_config
-    from bonas.space import suggest_arch
-    from bonas.study import make_sampler
+    from bonas.search.space import suggest_arch
+    from bonas.study.studies import make_sampler
 
     seed_cfg = load_config(ROOT / "studies" / "seed.toml")
     cfg = parse_config(f'name = "t"\nseed = {seed}\n[sampler]\n{sampler_text}\n')
@@ -361,9 +361,9 @@ def part_d(results: dict) -> dict:
     import optuna
 
     from bonas.config import load_config
-    from bonas.space import suggest_arch, suggest_training
-    from bonas.storage import open_storage
-    from bonas.study import make_sampler
+    from bonas.search.space import suggest_arch, suggest_training
+    from bonas.study.storage import open_storage
+    from bonas.study.studies import make_sampler
 
     cfg = load_config(ROOT / "studies" / "digits.toml")
     out = {}

@@ -45,8 +45,8 @@ from sqlalchemy.pool import NullPool
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.presets import without_table  # noqa: E402
-from bonas.lock import StudyLock  # noqa: E402
-from bonas.storage import RETRY_FOR_S  # noqa: E402
+from bonas.study.lock import StudyLock  # noqa: E402
+from bonas.study.storage import RETRY_FOR_S  # noqa: E402
 
 PG = os.environ.get("BONAS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 MYSQL = os.environ.get("BONAS_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/test")
@@ -70,7 +70,7 @@ def _optuna_storage(url: str, legacy_sqlite: bool = False):
         return _journal_storage(url[len("journal:") :])
     if legacy_sqlite:  # Optuna's defaults: rollback journal, 5 s busy timeout
         return optuna.storages.RDBStorage(url)
-    from bonas.storage import open_storage
+    from bonas.study.storage import open_storage
 
     return open_storage(url)
 
@@ -81,8 +81,8 @@ def _worker(kind: str, url: str, name: str, window: float, n_trials: int, out, r
 
     import optuna
 
-    from bonas.budget import claim_trial
-    from bonas.lock import StudyLock
+    from bonas.study.budget import claim_trial
+    from bonas.study.lock import StudyLock
 
     warnings.filterwarnings("ignore")
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -202,7 +202,7 @@ def real_trials(folder: Path, n: int = 16) -> dict:
     import optuna
 
     from bonas.config import load_config
-    from bonas.space import suggest_arch, suggest_training
+    from bonas.search.space import suggest_arch, suggest_training
 
     root = Path(__file__).resolve().parent.parent
     base_text = (root / "studies" / "fashion-mnist.toml").read_text()
@@ -281,7 +281,7 @@ BACKENDS = sqlalchemy.text(
 
 class Heartbeat:
     """bonas.workers.Heartbeat (a thread recording the running trial's heartbeat every interval), counting its
-    beats. Copied, not imported: bonas.workers imports torch at its top (1.5 s and ~700 MB per process here)."""
+    beats. Copied, not imported: bonas.search.worker imports torch at its top (1.5 s and ~700 MB per process here)."""
 
     def __init__(self, storage, tid: int, interval: float):
         self.storage, self.trial_id, self.interval, self.beats = storage, tid, interval, 0
@@ -353,8 +353,8 @@ def _many_worker(kind: str, url: str, name: str, budget: int, trial_s: float, ou
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
-    from bonas.budget import Verdict, claim_trial
-    from bonas.storage import open_storage, trial_id
+    from bonas.study.budget import Verdict, claim_trial
+    from bonas.study.storage import open_storage, trial_id
 
     warnings.filterwarnings("ignore")
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -545,7 +545,7 @@ def connections(samples: list, n_workers: int, since: float, until: float) -> di
 def measure_many(kind: str, n_workers: int, budget: int, server_url: str, trial_s: float = 0.0) -> dict:
     import optuna
 
-    from bonas.storage import open_storage
+    from bonas.study.storage import open_storage
     from tests.servers import fresh_database
 
     url, drop = fresh_database(server_url)

@@ -1,7 +1,7 @@
 """Zero-cost proxies against trained accuracy: does a score at initialisation rank a study's architectures?
 
 Samples N architectures (with their training knobs) from a study config's space with Optuna's
-RandomSampler through ``bonas.space``, scores each at initialisation with every proxy of
+RandomSampler through ``bonas.search.space``, scores each at initialisation with every proxy of
 ``bonas.proxies.PROXIES`` on one training batch (timed), then trains it with bonas' own training code
 (``Classifier`` + ``make_trainer`` on ``Batches``, as a trial does) for E epochs on class-balanced subsets
 and records its validation accuracy. Reports Spearman's rank correlation with that accuracy of each proxy,
@@ -38,12 +38,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bonas.config import load_config  # noqa: E402
-from bonas.data import Batches, Preprocess, load_splits  # noqa: E402
-from bonas.model import build_model, count_params, summarize  # noqa: E402
-from bonas.proxies import PROXIES  # noqa: E402
-from bonas.space import suggest_arch, suggest_training  # noqa: E402
-from bonas.train import Classifier, NonFiniteLoss, Recipe, make_trainer, quiet_lightning  # noqa: E402
-from bonas.validate import BLOCK_TYPES  # noqa: E402
+from bonas.config.validate import BLOCK_TYPES  # noqa: E402
+from bonas.data.splits import Batches, Preprocess, load_splits  # noqa: E402
+from bonas.model.build import build_model, count_params, summarize  # noqa: E402
+from bonas.search.proxies import PROXIES  # noqa: E402
+from bonas.search.space import suggest_arch, suggest_training  # noqa: E402
+from bonas.training.module import Classifier, NonFiniteLoss, Recipe, make_trainer, quiet_lightning  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCES = ("params", "flops")  # costs known before training: what a proxy has to beat

@@ -11,12 +11,12 @@ import importlib
 from typing import Any
 
 from bonas.config import StudyConfig, load_config, parse_config
-from bonas.errors import BonasError, ConfigError, DataError, StorageError, StudyError, UsageError
-from bonas.spec import ArchSpec, BlockSpec, TrainSpec
+from bonas.core.errors import BonasError, ConfigError, DataError, StorageError, StudyError, UsageError
+from bonas.core.spec import ArchSpec, BlockSpec, TrainSpec
 
 __version__ = "0.1.0"
 
-_LAZY = {"build_model": "bonas.model", "count_flops": "bonas.model", "count_params": "bonas.model"}
+_LAZY = {"build_model": "bonas.model.build", "count_flops": "bonas.model.build", "count_params": "bonas.model.build"}
 
 __all__ = [
     "ArchSpec",

@@ -10,10 +10,10 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from bonas import records as R
-from bonas.budget import Spent, Verdict, budget_status, fail_and_requeue, requeue, study_elapsed
-from bonas.lock import StudyLock
-from bonas.storage import open_storage
+from bonas.core import records as R
+from bonas.study.budget import Spent, Verdict, budget_status, fail_and_requeue, requeue, study_elapsed
+from bonas.study.lock import StudyLock
+from bonas.study.storage import open_storage
 from tests.conftest import write_tiny_config
 
 BIN = Path(sys.executable).parent

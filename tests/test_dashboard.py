@@ -21,9 +21,9 @@ from optuna.trial import TrialState
 
 from bonas.cli import main
 from bonas.config import load_config
-from bonas.study import open_existing
-from bonas.urls import resolve_storage
-from bonas.workers import Worker, prepare_worker
+from bonas.search.worker import Worker, prepare_worker
+from bonas.study.studies import open_existing
+from bonas.study.urls import resolve_storage
 from tests.conftest import ROOT, make_mixed_study, require, write_tiny_config
 from tests.servers import free_port
 
@@ -134,7 +134,7 @@ def test_top_k_artifacts_only(study_dir):
     assert kinds == sorted(["weights.pt", "arch.json", "curve.png", "state.ckpt"] * min(2, len(complete))), kinds
     assert files == {m.artifact_id for m in metas}, "nothing else is left in the store"
     assert {m.mimetype for m in metas} == {"application/octet-stream", "application/json", "image/png"}
-    from bonas.checkpoint import load_checkpoint
+    from bonas.model.checkpoint import load_checkpoint
 
     weights = next(m for m in metas if m.filename.endswith("-weights.pt"))
     net, ckpt = load_checkpoint(folder / weights.artifact_id)

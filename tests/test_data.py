@@ -13,9 +13,9 @@ import torch
 
 from bonas.cli import main
 from bonas.config import DataConfig
-from bonas.data import Batches, Preprocess, channel_stats, load_splits, random_crop
-from bonas.datasets import DEBIAN_FASHION_MNIST, balanced_subset, load_raw, read_idx, stratified_split
-from bonas.errors import DataError
+from bonas.core.errors import DataError
+from bonas.data.sources import DEBIAN_FASHION_MNIST, balanced_subset, load_raw, read_idx, stratified_split
+from bonas.data.splits import Batches, Preprocess, channel_stats, load_splits, random_crop
 from tests.conftest import require, tiny_config_text
 
 RNG = np.random.default_rng(0)
@@ -200,12 +200,12 @@ def test_decoded_tensors_are_cached(tmp_path, monkeypatch):
     first = load_raw("mnist", cfg(tmp_path))
     cached = list((tmp_path / "data" / "cache").glob("mnist-*.pt"))
     assert len(cached) == 1
-    import bonas.datasets
+    import bonas.data.sources
 
     def no_decoding(*a, **k):
         raise AssertionError("decoded again despite the cache")
 
-    monkeypatch.setattr(bonas.datasets, "_decode_idx", no_decoding)
+    monkeypatch.setattr(bonas.data.sources, "_decode_idx", no_decoding)
     second = load_raw("mnist", cfg(tmp_path))
     assert torch.equal(first.train_x, second.train_x)
 
@@ -277,7 +277,7 @@ def test_splits_disjoint_by_index(tmp_path):
     # give every training image a unique id in its first pixels, then check membership
     raw.train_x[:, 0, 0, 0] = torch.arange(200) % 256
     raw.train_x[:, 0, 0, 1] = torch.arange(200) // 256
-    from bonas.data import make_splits
+    from bonas.data.splits import make_splits
 
     s = make_splits("mnist", raw, cfg(tmp_path, val_fraction=0.3), seed=3)
     ids = lambda x: set((x[:, 0, 0, 0].long() + 256 * x[:, 0, 0, 1].long()).tolist())  # noqa: E731
@@ -288,7 +288,7 @@ def test_normalisation_uses_the_training_split_only(tmp_path):
     make_idx_dir(tmp_path / "data" / "mnist", n_train=100)
     raw = load_raw("mnist", cfg(tmp_path))
     raw.test_x[:] = 255  # a test split that would shift any statistic it leaked into
-    from bonas.data import make_splits
+    from bonas.data.splits import make_splits
 
     s = make_splits("mnist", raw, cfg(tmp_path, val_fraction=0.2), seed=0)
     mean, std = channel_stats(s.train_x)
@@ -346,7 +346,7 @@ def test_augment_search_is_a_trial_parameter(tiny_config):
     import optuna
 
     from bonas.config import load_config
-    from bonas.space import suggest_training
+    from bonas.search.space import suggest_training
 
     path = tiny_config()
     path.write_text(path.read_text().replace("[data]\n", '[data]\naugment = "search"\n'))

@@ -8,13 +8,13 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from bonas import records as R
 from bonas.cli import main
 from bonas.config import load_config
-from bonas.objective import CostAwarePruning
-from bonas.study import open_existing
-from bonas.urls import resolve_storage
-from bonas.workers import Worker, prepare_worker
+from bonas.core import records as R
+from bonas.search.objective import CostAwarePruning
+from bonas.search.worker import Worker, prepare_worker
+from bonas.study.studies import open_existing
+from bonas.study.urls import resolve_storage
 from tests.conftest import write_tiny_config
 
 GOOD = {

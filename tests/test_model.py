@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from bonas.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
-from bonas.export import export
-from bonas.model import LayerRow, ResidualBlock, SeparableConv2d, build_model, count_flops, count_params, summarize
-from bonas.spec import ArchSpec, BlockSpec
+from bonas.core.spec import ArchSpec, BlockSpec
+from bonas.model.build import LayerRow, ResidualBlock, SeparableConv2d, build_model, count_flops, count_params, summarize
+from bonas.model.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
+from bonas.model.export import export
 
 # A spec as stored before block kinds existed, and the layers and state_dict its network had then
 # (printed by the builder of commit 3ed2a3d): checkpoints and stored trials rely on both.

@@ -8,11 +8,11 @@ import datetime
 import optuna
 from optuna.trial import TrialState
 
-from bonas import promotion
-from bonas import records as R
 from bonas.config import load_config
-from bonas.urls import resolve_storage
-from bonas.workers import Worker, prepare_worker
+from bonas.core import records as R
+from bonas.search.worker import Worker, prepare_worker
+from bonas.study import promotion
+from bonas.study.urls import resolve_storage
 from tests.conftest import write_tiny_config
 
 P, C, RUN = TrialState.PRUNED, TrialState.COMPLETE, TrialState.RUNNING

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bonas.model import build_model
-from bonas.proxies import PROXIES, naswot, snip, synflow
-from bonas.spec import ArchSpec, BlockSpec
+from bonas.core.spec import ArchSpec, BlockSpec
+from bonas.model.build import build_model
+from bonas.search.proxies import PROXIES, naswot, snip, synflow
 
 SHAPE = (1, 12, 12)
 

@@ -97,8 +97,8 @@ def test_readme_read_commands_on_a_real_study(made_study, command, capsys):
     """Each read command prints what the database holds: the leaderboard's rows in the order the trials'
     values give, the best trial's number and accuracy, a trial's architecture and parameter total."""
     from bonas.cli import main
-    from bonas.notes import si
-    from bonas.study import open_existing
+    from bonas.results.notes import si
+    from bonas.study.studies import open_existing
 
     assert main(shlex.split(command.format(cfg=made_study))) == 0
     out = capsys.readouterr().out

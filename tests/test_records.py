@@ -8,8 +8,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from bonas import records as R
-from bonas.report import best_so_far
+from bonas.core import records as R
+from bonas.results.report import best_so_far
 
 C, P, F, W = TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.WAITING
 

@@ -12,7 +12,7 @@ import pytest
 from optuna.trial import TrialState
 
 from bonas.cli import main
-from bonas.study import open_existing
+from bonas.study.studies import open_existing
 from tests.conftest import make_mixed_study, tiny_config_text
 
 

@@ -14,10 +14,10 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from bonas import records as R
 from bonas.config import load_config
-from bonas.urls import resolve_storage
-from bonas.workers import Worker, prepare_worker
+from bonas.core import records as R
+from bonas.search.worker import Worker, prepare_worker
+from bonas.study.urls import resolve_storage
 from tests.conftest import write_tiny_config
 
 BIN = Path(sys.executable).parent
@@ -121,7 +121,7 @@ def test_a_killed_workers_trial_resumes_from_its_state_with_its_seed(tmp_path):
 
 
 def test_each_epoch_replaces_the_one_state_whole_and_removal_takes_a_torn_leftover(tmp_path):
-    from bonas.resume import partial_name, remove_states, state_artifact
+    from bonas.training.states import partial_name, remove_states, state_artifact
 
     path = config(tmp_path, "whole", keep_top_k=1)
     cfg = load_config(path)

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from bonas.checkpoint import FORMAT, load_checkpoint
 from bonas.cli import main
-from bonas.export import deployed_from_checkpoint, export
-from bonas.study import open_existing
+from bonas.model.checkpoint import FORMAT, load_checkpoint
+from bonas.model.export import deployed_from_checkpoint, export
+from bonas.study.studies import open_existing
 from tests.conftest import tiny_config_text
 
 
@@ -76,7 +76,7 @@ def test_export_reloads_with_identical_outputs(retrained, tmp_path, fmt, capsys)
     elif fmt == "exported":
         got = torch.export.load(str(out)).module()(x)
     else:
-        from bonas.export import _onnx_runner
+        from bonas.model.export import _onnx_runner
 
         got = _onnx_runner(out)(x)
     assert torch.allclose(model(x), got, atol=1e-5)
@@ -136,7 +136,7 @@ def test_pickled_code_in_a_checkpoint_is_refused(tmp_path):
 
 
 def test_export_refuses_an_unknown_format(retrained):
-    from bonas.errors import BonasError
+    from bonas.core.errors import BonasError
 
     with pytest.raises(BonasError, match="unknown export format"):
         export(retrained[1], "tflite")

@@ -13,10 +13,10 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from bonas import records as R
+from bonas.commands.run import parse_duration
 from bonas.config import load_config
-from bonas.datasets import DEBIAN_FASHION_MNIST
-from bonas.run import parse_duration
+from bonas.core import records as R
+from bonas.data.sources import DEBIAN_FASHION_MNIST
 from tests.conftest import ROOT, require, write_tiny_config
 from tests.test_data import make_cifar_dir
 

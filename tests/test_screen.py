@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from optuna.trial import TrialState
 
-from bonas import records as R
 from bonas.config import load_config
-from bonas.screen import judge
-from bonas.urls import resolve_storage
-from bonas.workers import Worker, prepare_worker
+from bonas.core import records as R
+from bonas.search.screen import judge
+from bonas.search.worker import Worker, prepare_worker
+from bonas.study.urls import resolve_storage
 from tests.conftest import write_tiny_config
 
 

@@ -14,10 +14,10 @@ from optuna.trial import TrialState
 
 from bonas.cli import main
 from bonas.config import load_config
-from bonas.records import STUDY_CONFIG, STUDY_DATA, STUDY_ENV
-from bonas.study import open_existing
-from bonas.urls import resolve_storage
-from bonas.workers import Worker, prepare_worker
+from bonas.core.records import STUDY_CONFIG, STUDY_DATA, STUDY_ENV
+from bonas.search.worker import Worker, prepare_worker
+from bonas.study.studies import open_existing
+from bonas.study.urls import resolve_storage
 
 
 def study_of(config_path):

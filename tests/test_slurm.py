@@ -190,7 +190,7 @@ def test_existing_study_is_checked_before_submitting(tiny_config, tmp_path, caps
     import optuna
 
     from bonas.config import load_config
-    from bonas.study import create_or_resume, open_storage
+    from bonas.study.studies import create_or_resume, open_storage
 
     config = tiny_config(n_trials=2)
     storage = open_storage(pg_secret)

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from bonas.config import load_config, parse_config
-from bonas.model import build_model, count_flops, count_params, summarize
-from bonas.space import enumerate_archs, specs_from_params, suggest_arch, suggest_training
-from bonas.spec import ArchSpec
+from bonas.core.spec import ArchSpec
+from bonas.model.build import build_model, count_flops, count_params, summarize
+from bonas.search.space import enumerate_archs, specs_from_params, suggest_arch, suggest_training
 from tests.conftest import ROOT
 
 SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]
@@ -183,7 +183,7 @@ def test_model_module_never_imports_optuna():
     import subprocess
     import sys
 
-    code = "import sys, bonas.model, bonas.spec; sys.exit(1 if 'optuna' in sys.modules else 0)"
+    code = "import sys, bonas.model.build, bonas.core.spec; sys.exit(1 if 'optuna' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
@@ -287,7 +287,7 @@ def test_block_types_and_multipliers_enumerate():
     ],
 )
 def test_bad_block_types_and_multipliers_are_one_line_errors(space, message):
-    from bonas.errors import ConfigError
+    from bonas.core.errors import ConfigError
 
     with pytest.raises(ConfigError) as err:
         parse_config(f'name = "x"\n[space]\n{space}\n', source="x.toml")

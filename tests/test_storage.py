@@ -15,10 +15,10 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from bonas.config import load_config
-from bonas.errors import StorageError
-from bonas.storage import BonasStorage, Fault, classify, open_storage
-from bonas.urls import resolve_storage
-from bonas.workers import Worker, prepare_worker
+from bonas.core.errors import StorageError
+from bonas.search.worker import Worker, prepare_worker
+from bonas.study.storage import BonasStorage, Fault, classify, open_storage
+from bonas.study.urls import resolve_storage
 from tests.conftest import require, write_tiny_config
 from tests.servers import MYSQL_URL, PG_URL, fresh_database, mysql_available, pg_available
 

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from bonas.data import cutout
-from bonas.train import Recipe, recipe_callbacks, timed_multiplier, warmup_cosine
+from bonas.data.splits import cutout
+from bonas.training.module import Recipe, recipe_callbacks, timed_multiplier, warmup_cosine
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "onecycle"])

@@ -1,12 +1,12 @@
-"""Storage URLs: precedence, checks, and secrets never shown (bonas.urls)."""
+"""Storage URLs: precedence, checks, and secrets never shown (bonas.study.urls)."""
 
 from __future__ import annotations
 
 import pytest
 
 from bonas.config import parse_config
-from bonas.errors import StorageError
-from bonas.urls import check_storage_url, mask_url, resolve_storage, shell_url
+from bonas.core.errors import StorageError
+from bonas.study.urls import check_storage_url, mask_url, resolve_storage, shell_url
 from tests.conftest import tiny_config_text
 
 

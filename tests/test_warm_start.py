@@ -6,11 +6,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from bonas.budget import EXHAUSTED_AFTER
 from bonas.cli import main
 from bonas.config import load_config
-from bonas.space import enumerate_params
-from bonas.study import open_existing, read_trials_file
+from bonas.search.space import enumerate_params
+from bonas.study.budget import EXHAUSTED_AFTER
+from bonas.study.studies import open_existing, read_trials_file
 from tests.conftest import ROOT, tiny_config_text
 
 PLAIN = dict(sampler="random", sampler_extra="", pruner="none", pruner_extra="")  # every trial runs as enqueued, to the end
@@ -27,8 +27,8 @@ def test_the_fashion_mnist_preset_starts_from_the_hand_design_its_bench_compares
     """Trial 0 of the preset is bench/budget.py's "2 conv + pool + BN" baseline with its hand knobs, rebuilt
     from the params alone; a change to the preset's space that moved it (a width, the dense range) fails here."""
     from bench.budget import BASELINE_TRAIN, BASELINES
-    from bonas.space import specs_from_params
-    from bonas.study import warm_start_params
+    from bonas.search.space import specs_from_params
+    from bonas.study.studies import warm_start_params
 
     config = load_config(ROOT / "studies" / "fashion-mnist.toml")
     (params,) = warm_start_params(config)
@@ -41,7 +41,7 @@ def test_the_fashion_mnist_preset_starts_from_the_hand_design_its_bench_compares
 def test_the_seed_preset_trains_as_the_article():
     """The article's training: Adam at a constant 1e-3 (no decay, no weight decay), batch 32, 10 epochs,
     every network to the end. Fails on the earlier preset (batch 64, 6 epochs, cosine decay)."""
-    from bonas.space import suggest_training
+    from bonas.search.space import suggest_training
 
     seed = load_config(ROOT / "studies" / "seed.toml")
     t = seed.training
@@ -134,8 +134,8 @@ def test_same_architecture_with_other_training_knobs_is_trained_not_reused(tmp_p
     text = tiny_config_text(name="knobs", n_trials=5, epochs=1, **PLAIN)
     path.write_text(text.replace("batch_sizes = [64]", "batch_sizes = [32, 64]"))
     config = load_config(path)
-    from bonas.urls import resolve_storage
-    from bonas.workers import Worker, prepare_worker
+    from bonas.search.worker import Worker, prepare_worker
+    from bonas.study.urls import resolve_storage
 
     url = resolve_storage(config)
     worker = Worker(config, url, prepare_worker(config, url, verbose=False))
@@ -170,8 +170,8 @@ def test_reuse_can_be_switched_off(tmp_path):
     text = tiny_config_text(name="nodup", n_trials=3, epochs=1, **PLAIN)
     path.write_text(text + "\n[workers]\nreuse_duplicates = false\n")
     config = load_config(path)
-    from bonas.urls import resolve_storage
-    from bonas.workers import Worker, prepare_worker
+    from bonas.search.worker import Worker, prepare_worker
+    from bonas.study.urls import resolve_storage
 
     url = resolve_storage(config)
     worker = Worker(config, url, prepare_worker(config, url, verbose=False))

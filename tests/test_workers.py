@@ -19,11 +19,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from bonas.budget import study_elapsed
 from bonas.cli import main
 from bonas.config import load_config
-from bonas.storage import open_storage
-from bonas.workers import Worker, prepare_worker
+from bonas.search.worker import Worker, prepare_worker
+from bonas.study.budget import study_elapsed
+from bonas.study.storage import open_storage
 from tests.conftest import require, write_tiny_config
 from tests.servers import MYSQL_URL, PG_URL, PrivatePostgres, fresh_database, mysql_available, pg_available
 
@@ -115,13 +115,13 @@ def audit(url: str, n_trials: int, name: str = "par") -> list[optuna.trial.Froze
 
 
 def reaped_by(worker: Proc, grace: int = 3) -> str:
-    """The end_reason a peer (worker index 1) writes on a dead worker's trial (bonas.budget), as a regex."""
+    """The end_reason a peer (worker index 1) writes on a dead worker's trial (bonas.study.budget), as a regex."""
     name = f"{re.escape(os.uname().nodename)}:{worker.pid}:w1"
     return rf"worker lost: no heartbeat (for|at all in) \d+s \(grace period {grace}s\); reaped by {name}"
 
 
 def dropped(trial: int) -> str:
-    """What a worker prints when it finds its trial failed by a peer (bonas.workers, bonas.objective.TrialGuard)."""
+    """What a worker prints when it finds its trial failed by a peer (bonas.search.worker, bonas.objective.TrialGuard)."""
     return rf"trial {trial} dropped: a peer failed (trial {trial}|this trial|it) while this worker was away"
 
 

@@ -1,0 +1,43 @@
+"""Study configs: TOML files read into dataclasses, every field defaulted and explained, checked before use."""
+
+from bonas.config.schema import (
+    COMPARABLE_SECTIONS,
+    ArtifactsConfig,
+    BudgetConfig,
+    DataConfig,
+    FinalConfig,
+    ObjectiveConfig,
+    PrunerConfig,
+    SamplerConfig,
+    ScreenConfig,
+    SpaceConfig,
+    StudyConfig,
+    TrainingConfig,
+    VariantConfig,
+    WarmStartConfig,
+    WorkersConfig,
+    config_from_dict,
+    load_config,
+    parse_config,
+)
+
+__all__ = [
+    "COMPARABLE_SECTIONS",
+    "ArtifactsConfig",
+    "BudgetConfig",
+    "DataConfig",
+    "FinalConfig",
+    "ObjectiveConfig",
+    "PrunerConfig",
+    "SamplerConfig",
+    "ScreenConfig",
+    "SpaceConfig",
+    "StudyConfig",
+    "TrainingConfig",
+    "VariantConfig",
+    "WarmStartConfig",
+    "WorkersConfig",
+    "config_from_dict",
+    "load_config",
+    "parse_config",
+]

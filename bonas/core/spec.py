@@ -1,0 +1,107 @@
+"""Architecture and training specs: the frozen, JSON-serialisable values between space and model.
+
+The search space turns a trial into an :class:`ArchSpec`; :func:`bonas.model.build_model` turns an
+``ArchSpec`` into a network. Neither spec knows about Optuna.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+# How a block's convs are wired (see bonas.model.build): "plain" conv -> (BN) -> ReLU, repeated; "residual" the same
+# convs with an identity (or 1x1 projection) shortcut added before the last ReLU; "separable" each conv a
+# depthwise kxk then a pointwise 1x1.
+BLOCK_KINDS = ("plain", "residual", "separable")
+KIND_PREFIX = {"plain": "c", "residual": "r", "separable": "s"}  # describe(): c32k3, r32k3, s32k3
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    convs: int  # conv -> (batch norm) -> ReLU, repeated
+    width: int  # output channels of every conv in the block
+    kernel: int  # odd, 'same' padding
+    pool: str  # "max" | "avg" | "none": 2x2, stride 2, after the convs
+    batch_norm: bool
+    dropout: float  # after the pooling; 0 = none
+    kind: str = "plain"  # one of BLOCK_KINDS; specs stored before block kinds existed have none: plain
+
+    def __post_init__(self) -> None:
+        if self.kind not in BLOCK_KINDS:
+            raise ValueError(f"unknown block kind {self.kind!r}; choose one of: {', '.join(BLOCK_KINDS)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The block as stored; a plain block has no 'kind' key, so its JSON (and every stored key and
+        hash made from it) is exactly what it was before block kinds existed."""
+        d = asdict(self)
+        if self.kind == "plain":
+            del d["kind"]
+        return d
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    blocks: tuple[BlockSpec, ...]
+    head: str  # "gap": global average pool; "flatten": keep the spatial layout
+    dense: tuple[int, ...]  # hidden dense layers' units, before the classifier
+    dense_dropout: float  # after each hidden dense layer
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "blocks": [b.to_dict() for b in self.blocks],
+            "head": self.head,
+            "dense": list(self.dense),
+            "dense_dropout": self.dense_dropout,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ArchSpec:
+        return cls(
+            blocks=tuple(BlockSpec(**b) for b in d["blocks"]),
+            head=d["head"],
+            dense=tuple(d["dense"]),
+            dense_dropout=d["dense_dropout"],
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> ArchSpec:
+        return cls.from_dict(json.loads(text))
+
+    def describe(self) -> str:
+        """One line, e.g. ``c32k3x2+bn/max | r64k5+bn/avg/d0.2 | s64k3 | gap | fc128`` (c plain, r residual,
+        s separable blocks)."""
+        parts = []
+        for b in self.blocks:
+            s = f"{KIND_PREFIX[b.kind]}{b.width}k{b.kernel}" + (f"x{b.convs}" if b.convs > 1 else "")
+            s += "+bn" if b.batch_norm else ""
+            s += f"/{b.pool}" if b.pool != "none" else ""
+            s += f"/d{b.dropout:.2g}" if b.dropout > 0 else ""
+            parts.append(s)
+        parts.append(self.head)
+        parts += [f"fc{u}" for u in self.dense]
+        if self.dense and self.dense_dropout > 0:
+            parts[-1] += f"/d{self.dense_dropout:.2g}"
+        return " | ".join(parts)
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    optimizer: str  # "sgd" | "adam" | "adamw" | "rmsprop"
+    lr: float
+    weight_decay: float
+    batch_size: int
+    augment: bool  # batched random crop (+ flip where the data set allows) on the device
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainSpec:
+        return cls(**d)

@@ -1,0 +1,239 @@
+"""Networks built from an :class:`~bonas.spec.ArchSpec`, and what they cost.
+
+Plain PyTorch: no Optuna, no Lightning. ``build_model(spec, input_shape, n_classes)`` is the only way
+a network is made, during the search, for ``bonas show`` and for retraining.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from bonas.core.spec import ArchSpec
+
+
+def build_model(spec: ArchSpec, input_shape: tuple[int, int, int], n_classes: int) -> nn.Sequential:
+    """A fresh, randomly initialised network; ``input_shape`` is (channels, height, width).
+
+    One flat ``nn.Sequential``: a plain block adds its layers directly (``b0_conv0``, ``b0_bn0``,
+    ``b0_relu0``, ...: the names and shapes every checkpoint made before block kinds has), a residual
+    block adds one :class:`ResidualBlock` (``b0_res``), a separable block a :class:`SeparableConv2d` per
+    conv (``b0_sep0``) followed by its BN and ReLU; pooling and dropout follow every kind of block.
+    """
+    channels, height, width = input_shape
+    layers: list[tuple[str, nn.Module]] = []
+    for i, block in enumerate(spec.blocks):
+        if block.kind == "residual":
+            layers.append((f"b{i}_res", ResidualBlock(channels, block.width, block.kernel, block.convs, block.batch_norm)))
+        else:
+            for j in range(block.convs):
+                if block.kind == "separable":
+                    layers.append(
+                        (f"b{i}_sep{j}", SeparableConv2d(channels, block.width, block.kernel, bias=not block.batch_norm))
+                    )
+                else:
+                    layers.append((f"b{i}_conv{j}", _conv(channels, block.width, block.kernel, block.batch_norm)))
+                if block.batch_norm:
+                    layers.append((f"b{i}_bn{j}", nn.BatchNorm2d(block.width)))
+                layers.append((f"b{i}_relu{j}", nn.ReLU(inplace=True)))
+                channels = block.width
+        channels = block.width
+        if block.pool != "none":
+            if min(height, width) < 2:
+                raise ValueError(f"block {i}: cannot pool a {height}x{width} feature map")
+            pool = nn.MaxPool2d(2) if block.pool == "max" else nn.AvgPool2d(2)
+            layers.append((f"b{i}_{block.pool}pool", pool))
+            height, width = height // 2, width // 2
+        if block.dropout > 0:
+            layers.append((f"b{i}_dropout", nn.Dropout(block.dropout)))
+    if spec.head == "gap":
+        layers.append(("gap", nn.AdaptiveAvgPool2d(1)))
+        features = channels
+    else:
+        features = channels * height * width
+    layers.append(("flatten", nn.Flatten()))
+    for k, units in enumerate(spec.dense):
+        layers.append((f"fc{k}", nn.Linear(features, units)))
+        layers.append((f"fc{k}_relu", nn.ReLU(inplace=True)))
+        if spec.dense_dropout > 0:
+            layers.append((f"fc{k}_dropout", nn.Dropout(spec.dense_dropout)))
+        features = units
+    layers.append(("classifier", nn.Linear(features, n_classes)))
+    return nn.Sequential(OrderedDict(layers))
+
+
+def _conv(c_in: int, c_out: int, kernel: int, batch_norm: bool) -> nn.Conv2d:
+    """A 'same'-padded conv; no bias when a batch norm follows (it would be cancelled)."""
+    return nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=not batch_norm)
+
+
+class SeparableConv2d(nn.Sequential):
+    """A depthwise kxk conv (one filter per input channel, no bias) then a pointwise 1x1 conv."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, bias: bool):
+        super().__init__(
+            OrderedDict(
+                [
+                    ("depthwise", nn.Conv2d(c_in, c_in, kernel, padding=kernel // 2, groups=c_in, bias=False)),
+                    ("pointwise", nn.Conv2d(c_in, c_out, 1, bias=bias)),
+                ]
+            )
+        )
+
+
+class ResidualBlock(nn.Module):
+    """``convs`` x conv -> (BN) -> ReLU, the last ReLU after adding the shortcut: the input itself, or a
+    1x1 conv (+ BN) projection when the width changes (He et al. 2016, option B)."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, convs: int, batch_norm: bool):
+        super().__init__()
+        body: list[tuple[str, nn.Module]] = []
+        for j in range(convs):
+            body.append((f"conv{j}", _conv(c_in if j == 0 else c_out, c_out, kernel, batch_norm)))
+            if batch_norm:
+                body.append((f"bn{j}", nn.BatchNorm2d(c_out)))
+            if j < convs - 1:
+                body.append((f"relu{j}", nn.ReLU(inplace=True)))
+        self.body = nn.Sequential(OrderedDict(body))
+        if c_in == c_out:
+            self.shortcut: nn.Module = nn.Identity()
+        else:
+            projection = [("conv", _conv(c_in, c_out, 1, batch_norm))] + ([("bn", nn.BatchNorm2d(c_out))] if batch_norm else [])
+            self.shortcut = nn.Sequential(OrderedDict(projection))
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.body(x) + self.shortcut(x))
+
+
+def count_params(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def count_flops(net: nn.Module, input_shape: tuple[int, int, int]) -> int:
+    """FLOPs of one image's forward pass (a multiply-add counts 2), by torch.utils.flop_counter."""
+    x = torch.zeros(1, *input_shape)
+    was_training = net.training
+    net.eval()
+    try:
+        with _one_thread(), torch.no_grad(), FlopCounterMode(display=False) as counter:
+            net(x)
+    finally:
+        net.train(was_training)
+    return int(counter.get_total_flops())
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run a one-image forward pass on one intra-op thread. Its kernels are too small to split, and on a
+    shared CPU every parallel region waits for a descheduled helper thread: measured on 2 busy cores, a
+    batch-1 summary took 22-150 ms with 2 threads and 3-7 ms with one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    name: str
+    kind: str
+    output_shape: tuple[int, ...]
+    params: int
+    flops: int
+
+    def to_list(self) -> list[Any]:
+        """Plain JSON: ``[name, kind, [c, h, w], params, flops]`` (what a trial stores for its note)."""
+        return [self.name, self.kind, list(self.output_shape), self.params, self.flops]
+
+    @classmethod
+    def from_list(cls, row: list[Any]) -> LayerRow:
+        name, kind, shape, params, flops = row
+        return cls(str(name), str(kind), tuple(int(s) for s in shape), int(params), int(flops))
+
+
+def summarize(net: nn.Sequential, input_shape: tuple[int, int, int]) -> list[LayerRow]:
+    """Each top-level layer's output shape (one image), parameters and forward FLOPs, in one forward pass.
+
+    Output shapes come from forward hooks, FLOPs from one ``FlopCounterMode``'s per-module breakdown
+    (keyed ``<root type>.<child name>``); the result is what running each child under its own counter
+    gives, at a fraction of the cost.
+    """
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def record(name: str):
+        def hook(module: nn.Module, args: Any, output: torch.Tensor) -> None:
+            shapes[name] = tuple(output.shape[1:])
+
+        return hook
+
+    children = list(net.named_children())
+    handles = [layer.register_forward_hook(record(name)) for name, layer in children]
+    was_training = net.training
+    net.eval()
+    try:
+        with _one_thread(), torch.no_grad(), FlopCounterMode(display=False) as counter:
+            net(torch.zeros(1, *input_shape))
+    finally:
+        net.train(was_training)
+        for h in handles:
+            h.remove()
+    counts = counter.get_flop_counts()
+    root = type(net).__name__
+    flops = {name: int(sum(counts.get(f"{root}.{name}", {}).values())) for name, _ in children}
+    if sum(flops.values()) != counter.get_total_flops():  # a torch whose breakdown names modules otherwise
+        flops = {name: count_flops(layer, _input_of(net, name, input_shape)) for name, layer in children}
+    return [LayerRow(name, type(layer).__name__, shapes[name], count_params(layer), flops[name]) for name, layer in children]
+
+
+def _input_of(net: nn.Sequential, name: str, input_shape: tuple[int, int, int]) -> tuple[int, ...]:
+    """The shape (one image, no batch) that reaches child ``name`` of ``net``."""
+    x = torch.zeros(1, *input_shape)
+    with torch.no_grad():
+        for child_name, layer in net.named_children():
+            if child_name == name:
+                return tuple(x.shape[1:])
+            x = layer(x)
+    raise KeyError(name)
+
+
+def format_summary(rows: list[LayerRow]) -> str:
+    header = f"{'layer':<16}{'type':<18}{'output':<16}{'params':>10}{'FLOPs':>14}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        shape = "x".join(str(s) for s in r.output_shape)
+        lines.append(f"{r.name:<16}{r.kind:<18}{shape:<16}{r.params:>10,}{r.flops:>14,}")
+    lines.append("-" * len(header))
+    total_p = sum(r.params for r in rows)
+    total_f = sum(r.flops for r in rows)
+    lines.append(f"{'total':<50}{total_p:>10,}{total_f:>14,}")
+    return "\n".join(lines)
+
+
+def measure_latency(
+    net: nn.Module, input_shape: tuple[int, int, int], batch: int, device: torch.device | str = "cpu", min_time_s: float = 0.1
+) -> float:
+    """Median milliseconds of one inference batch (eval mode, no grad), warmed up, on ``device``.
+
+    ``torch.utils.benchmark`` runs the warm-up, synchronises CUDA and repeats in blocks for at least
+    ``min_time_s``; the median of the blocks is reported.
+    """
+    from torch.utils import benchmark
+
+    was_training = net.training
+    net.eval()
+    x = torch.zeros(batch, *input_shape, device=device)
+    with torch.no_grad():
+        timer = benchmark.Timer(stmt="net(x)", globals={"net": net, "x": x}, num_threads=torch.get_num_threads())
+        result = timer.blocked_autorange(min_run_time=min_time_s)
+    net.train(was_training)
+    return result.median * 1000.0
