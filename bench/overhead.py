@@ -137,7 +137,7 @@ def bonas_trial(worker: Worker, epochs: int) -> tuple[float, float]:
 
     from bonas.core import records as R
     from bonas.search.worker import RunSummary, SignalGuard
-    from bonas.study.budget import claim_trial
+    from bonas.study.claims import claim_trial
 
     start = time.perf_counter()
     trial = claim_trial(worker.study, worker.storage, worker.lock, n_trials=10**6, timeout=0).trial
@@ -155,7 +155,7 @@ def fixed_costs(worker: Worker) -> dict[str, float]:
     """The parts of a trial outside training, each timed alone: median of 5, in milliseconds."""
     from bonas.core import records as R
     from bonas.results.notes import note_markdown, write_note
-    from bonas.study.budget import claim_trial
+    from bonas.study.claims import claim_trial
 
     obj: Objective = worker.objective
     out: dict[str, list[float]] = {"claim_ms": [], "build_ms": [], "attrs_ms": [], "trainer_ms": [], "tell_ms": [], "note_ms": []}

@@ -166,7 +166,7 @@ def tabular_run(table: dict[str, float], sampler_text: str, seed: int, n_trials:
 
     from bonas.config import load_config, parse_config
     from bonas.search.space import suggest_arch
-    from bonas.study.studies import make_sampler
+    from bonas.study.samplers import make_sampler
 
     seed_cfg = load_config(ROOT / "studies" / "seed.toml")
     cfg = parse_config(f'name = "t"\nseed = {seed}\n[sampler]\n{sampler_text}\n')
@@ -362,8 +362,8 @@ def part_d(results: dict) -> dict:
 
     from bonas.config import load_config
     from bonas.search.space import suggest_arch, suggest_training
+    from bonas.study.samplers import make_sampler
     from bonas.study.storage import open_storage
-    from bonas.study.studies import make_sampler
 
     cfg = load_config(ROOT / "studies" / "digits.toml")
     out = {}

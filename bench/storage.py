@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.presets import without_table  # noqa: E402
 from bonas.study.lock import StudyLock  # noqa: E402
-from bonas.study.storage import RETRY_FOR_S  # noqa: E402
+from bonas.study.retry import RETRY_FOR_S  # noqa: E402
 
 PG = os.environ.get("BONAS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 MYSQL = os.environ.get("BONAS_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/test")
@@ -81,7 +81,7 @@ def _worker(kind: str, url: str, name: str, window: float, n_trials: int, out, r
 
     import optuna
 
-    from bonas.study.budget import claim_trial
+    from bonas.study.claims import claim_trial
     from bonas.study.lock import StudyLock
 
     warnings.filterwarnings("ignore")
@@ -279,29 +279,6 @@ BACKENDS = sqlalchemy.text(
 )
 
 
-class Heartbeat:
-    """bonas.workers.Heartbeat (a thread recording the running trial's heartbeat every interval), counting its
-    beats. Copied, not imported: bonas.search.worker imports torch at its top (1.5 s and ~700 MB per process here)."""
-
-    def __init__(self, storage, tid: int, interval: float):
-        self.storage, self.trial_id, self.interval, self.beats = storage, tid, interval, 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self.stop.wait(self.interval):
-            self.storage.record_heartbeat(self.trial_id)
-            self.beats += 1
-
-    def __enter__(self) -> Heartbeat:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        self.thread.join(timeout=5)
-
-
 class TimedLock(StudyLock):
     """bonas' study lock, timing each use: its new connection (NullPool: one per claim), the wait for the lock
     (connecting included) and the hold (the release included); and counting the storage's round trips while
@@ -353,7 +330,8 @@ def _many_worker(kind: str, url: str, name: str, budget: int, trial_s: float, ou
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
-    from bonas.study.budget import Verdict, claim_trial
+    from bonas.study.budget import Verdict
+    from bonas.study.claims import Heartbeat, claim_trial
     from bonas.study.storage import open_storage, trial_id
 
     warnings.filterwarnings("ignore")

@@ -11,7 +11,8 @@ import optuna
 from optuna.trial import TrialState
 
 from bonas.core import records as R
-from bonas.study.budget import Spent, Verdict, budget_status, fail_and_requeue, requeue, study_elapsed
+from bonas.study.budget import Spent, Verdict, budget_status, study_elapsed
+from bonas.study.claims import fail_and_requeue, requeue
 from bonas.study.lock import StudyLock
 from bonas.study.storage import open_storage
 from tests.conftest import write_tiny_config

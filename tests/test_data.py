@@ -14,7 +14,9 @@ import torch
 from bonas.cli import main
 from bonas.config import DataConfig
 from bonas.core.errors import DataError
-from bonas.data.sources import DEBIAN_FASHION_MNIST, balanced_subset, load_raw, read_idx, stratified_split
+from bonas.data.idx import DEBIAN_FASHION_MNIST, read_idx
+from bonas.data.raw import balanced_subset, stratified_split
+from bonas.data.sources import load_raw
 from bonas.data.splits import Batches, Preprocess, channel_stats, load_splits, random_crop
 from tests.conftest import require, tiny_config_text
 
@@ -200,12 +202,12 @@ def test_decoded_tensors_are_cached(tmp_path, monkeypatch):
     first = load_raw("mnist", cfg(tmp_path))
     cached = list((tmp_path / "data" / "cache").glob("mnist-*.pt"))
     assert len(cached) == 1
-    import bonas.data.sources
+    import bonas.data.idx
 
     def no_decoding(*a, **k):
         raise AssertionError("decoded again despite the cache")
 
-    monkeypatch.setattr(bonas.data.sources, "_decode_idx", no_decoding)
+    monkeypatch.setattr(bonas.data.idx, "_decode_idx", no_decoding)
     second = load_raw("mnist", cfg(tmp_path))
     assert torch.equal(first.train_x, second.train_x)
 

@@ -10,7 +10,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bonas.core.spec import ArchSpec, BlockSpec
-from bonas.model.build import LayerRow, ResidualBlock, SeparableConv2d, build_model, count_flops, count_params, summarize
+from bonas.model.blocks import ResidualBlock, SeparableConv2d
+from bonas.model.build import LayerRow, build_model, count_flops, count_params, summarize
 from bonas.model.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from bonas.model.export import export
 
@@ -106,8 +107,9 @@ def test_block_kinds_are_described_and_stored():
     d = json.loads(spec.to_json())
     assert [b.get("kind") for b in d["blocks"]] == ["residual", "separable", None]
     assert ArchSpec.from_dict(d) == spec
-    with pytest.raises(ValueError, match="unknown block kind 'dense'"):
-        ArchSpec.from_dict({**OLD_DICT, "blocks": [{**OLD_DICT["blocks"][0], "kind": "dense"}]})
+    unknown = ArchSpec.from_dict({**OLD_DICT, "blocks": [{**OLD_DICT["blocks"][0], "kind": "dense"}]})
+    with pytest.raises(ValueError, match="block 0: unknown block type 'dense'; registered: plain, residual, separable"):
+        build_model(unknown, (1, 8, 8), 10)
 
 
 def test_residual_block_adds_a_shortcut_before_its_last_relu():

@@ -11,11 +11,20 @@ import torch
 from bonas.config import load_config, parse_config
 from bonas.core.spec import ArchSpec
 from bonas.model.build import build_model, count_flops, count_params, summarize
-from bonas.search.space import enumerate_archs, specs_from_params, suggest_arch, suggest_training
+from bonas.search.space import enumerate_params, specs_from_params, suggest_arch, suggest_training
 from tests.conftest import ROOT
 
 SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]
 PRESETS = sorted((ROOT / "studies").glob("*.toml"))
+
+
+def enumerate_archs(space, input_shape):
+    """The distinct architectures of an all-categorical space."""
+    found = {}
+    for params in enumerate_params(space, input_shape):
+        spec = suggest_arch(optuna.trial.FixedTrial(params), space, input_shape)
+        found.setdefault(spec.to_json(), spec)
+    return list(found.values())
 
 
 def sample_specs(space, training, data, shape, n: int, seed: int = 0):
@@ -288,7 +297,8 @@ def test_block_types_and_multipliers_enumerate():
 )
 def test_bad_block_types_and_multipliers_are_one_line_errors(space, message):
     from bonas.core.errors import ConfigError
+    from bonas.search.choices import check_choices
 
     with pytest.raises(ConfigError) as err:
-        parse_config(f'name = "x"\n[space]\n{space}\n', source="x.toml")
+        check_choices(parse_config(f'name = "x"\n[space]\n{space}\n', source="x.toml"))
     assert str(err.value).startswith(message) and "\n" not in str(err.value)

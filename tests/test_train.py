@@ -8,32 +8,31 @@ import pytest
 import torch
 
 from bonas.data.splits import cutout
-from bonas.training.module import Recipe, recipe_callbacks, timed_multiplier, warmup_cosine
+from bonas.training.recipe import SCHEDULES, Recipe
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "onecycle"])
-def test_a_training_until_a_deadline_anneals_by_the_deadline(schedule):
-    ends = [timed_multiplier(schedule, p, 0.0) for p in (0.0, 0.5, 1.0, 1.5)]
-    assert ends[-1] == ends[-2] and ends[-1] < 1e-3, "annealed at the deadline, and stays there past it"
-    assert max(timed_multiplier(schedule, p / 100, 0.0) for p in range(101)) == pytest.approx(1.0, abs=1e-3)
+def test_a_schedule_anneals_by_the_end_of_the_training(schedule):
+    multiplier = SCHEDULES[schedule]
+    ends = [multiplier(p, 0.0) for p in (0.0, 0.5, 1.0, 1.5)]
+    assert ends[-1] == ends[-2] and ends[-1] < 1e-3, "annealed at the end (a deadline), and stays there past it"
+    assert max(multiplier(p / 100, 0.0) for p in range(101)) == pytest.approx(1.0, abs=1e-3)
     if schedule == "onecycle":
-        assert ends[0] == pytest.approx(1 / 25) and timed_multiplier(schedule, 0.3, 0.0) == pytest.approx(1.0)
+        assert ends[0] == pytest.approx(1 / 25) and multiplier(0.3, 0.0) == pytest.approx(1.0)
     else:
         assert ends[0] == 1.0 and ends[1] == pytest.approx(0.5)
 
 
 def test_warm_up_then_cosine():
-    assert timed_multiplier("cosine", 0.0, 0.05) == pytest.approx(0.1) and timed_multiplier(
-        "cosine", 0.05, 0.05
-    ) == pytest.approx(1.0)
-    assert warmup_cosine(0, 10, 100) == pytest.approx(0.1) and warmup_cosine(10, 10, 100) == pytest.approx(1.0)
-    assert warmup_cosine(55, 10, 100) == pytest.approx(0.5) and warmup_cosine(100, 10, 100) == pytest.approx(0.0, abs=1e-12)
-    assert warmup_cosine(50, 0, 100) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+    cosine = SCHEDULES["cosine"]
+    assert cosine(0.0, 0.05) == pytest.approx(0.1) and cosine(0.05, 0.05) == pytest.approx(1.0)
+    assert cosine(0.55, 0.1) == pytest.approx(0.5) and cosine(1.0, 0.1) == pytest.approx(0.0, abs=1e-12)
+    assert cosine(0.5, 0.0) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
 
 
 def test_ema_is_lightnings_callback_and_only_when_asked():
-    assert recipe_callbacks(Recipe()) == []
-    (ema,) = recipe_callbacks(Recipe(ema_decay=0.99))
+    assert Recipe().callbacks() == []
+    (ema,) = Recipe(ema_decay=0.99).callbacks()
     assert type(ema).__name__ == "EMAWeightAveraging"
 
 

@@ -25,15 +25,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bonas.commands.retrain import final_splits, format_result, save_final, train_final
-from bonas.commands.search import WAIT_FOR_WORKERS_S, RunArgs, load_for_run, spawn_workers
+from bonas.commands.processes import spawn_workers, supervise
+from bonas.commands.retrain import format_result, save_final
+from bonas.commands.search import RunArgs, load_for_run
+from bonas.config import StudyConfig
 from bonas.core import records as R
 from bonas.core.errors import StudyError
+from bonas.data.splits import Splits
 from bonas.results.leaderboard import Progress
 from bonas.search.space import specs_from_params
 from bonas.search.worker import Worker, exit_code, prepare_worker
 from bonas.study.studies import Opened
 from bonas.training.callbacks import TrialDeadline
+from bonas.training.final import Final, final_splits, train_final
 
 UNBOUNDED_TRIALS = 10**9  # a run is bounded by its time; [budget] n_trials gives way
 FINAL_SHARE_A_TRIAL_MAY_TAKE = 0.5  # a trial running past the search's end finishes its epoch within this
@@ -59,9 +63,9 @@ def parse_duration(text: str) -> float:
 class BudgetBar:
     """One bar over the whole budget (seconds), its phase and the best accuracy so far; lines when not on a terminal."""
 
-    def __init__(self, budget: float, stream: Any = None):
+    def __init__(self, budget: float, start: float | None = None, stream: Any = None):
         self.stream = stream or sys.stderr
-        self.budget, self.start, self.phase, self.note = budget, time.monotonic(), "search", ""
+        self.budget, self.start, self.phase, self.note = budget, start or time.monotonic(), "search", ""
         self.stop = threading.Event()
         self.bar = None
         if self.stream.isatty():
@@ -102,6 +106,8 @@ class BudgetBar:
 
 @dataclass
 class RunRecord:
+    """What a `bonas run` bought with its budget (stored on the study as ``bonas:run:<k>``)."""
+
     budget_s: float
     search_share: float
     search_s: float
@@ -116,31 +122,37 @@ class RunRecord:
     final_epochs: int
     checkpoint: str
     report: str
+    arch: str = ""
 
 
-def search_deadline(start: float, budget: float, share: float) -> TrialDeadline:
-    """The search's end: at ``share`` of the budget, at an epoch boundary; mid-epoch halfway into the final share."""
-    end = start + share * budget
-    return TrialDeadline(end, "this run's search time", wall=end + (1 - share) * budget * FINAL_SHARE_A_TRIAL_MAY_TAKE)
+class RunStopped(Exception):
+    """The search was interrupted (SIGTERM, Ctrl-C) or a worker process failed: no model; ``code`` is the exit code."""
+
+    def __init__(self, code: int):
+        super().__init__(f"stopped with exit code {code}")
+        self.code = code
 
 
-def search_in_processes(worker: Worker, config, url: str, workers: int, deadline: TrialDeadline, on_trial, verbose: bool) -> int:
-    """The search share run by ``workers`` local processes (on one GPU, they share it); returns a nonzero
-    exit code when one of them failed or was interrupted."""
-    procs = spawn_workers(config, url, workers, verbose, n_trials=UNBOUNDED_TRIALS, timeout=0, deadline=deadline)
-    try:
-        while any(p.is_alive() for p in procs):
-            on_trial(worker.study)
-            time.sleep(1.0)
-    except KeyboardInterrupt:
-        for p in procs:
-            p.join(timeout=WAIT_FOR_WORKERS_S)
-        return 130
-    codes = [p.exitcode for p in procs]
-    if any(codes):
-        print(f"bonas: search workers exited with codes {codes}", file=sys.stderr)
-        return max(c if c > 0 else 128 - c for c in codes if c)
-    return 0
+@dataclass(frozen=True)
+class Clock:
+    """A run's wall clock: ``budget`` seconds from ``start`` (time.monotonic()), the first ``share`` searching."""
+
+    start: float
+    budget: float
+    share: float
+
+    @property
+    def end(self) -> float:
+        return self.start + self.budget
+
+    def search_deadline(self) -> TrialDeadline:
+        """The search's end: at ``share`` of the budget, at an epoch boundary; mid-epoch halfway into the final share."""
+        end = self.start + self.share * self.budget
+        wall = end + (1 - self.share) * self.budget * FINAL_SHARE_A_TRIAL_MAY_TAKE
+        return TrialDeadline(end, "this run's search time", wall=wall)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
 
 
 def choose(recs: list[R.TrialRecord]) -> R.TrialRecord | None:
@@ -153,23 +165,9 @@ def choose(recs: list[R.TrialRecord]) -> R.TrialRecord | None:
     return max(trained, key=lambda r: (r.val_acc, -r.number), default=None)
 
 
-def run(
-    a: RunArgs, budget: float, share: float | None = None, out: str | None = None, report_dir: str | None = None, workers: int = 1
-) -> int:
-    config, url = load_for_run(a)
-    share = share if share is not None else config.final.search_share
-    splits = prepare_worker(config, url, a.verbose)
-    worker = Worker(config, url, splits, verbose=a.verbose)
-    study = worker.study
-    import torch.utils.benchmark  # noqa: F401  (the latency timer's import, ~2 s on a CPU: before the clock starts)
-
-    bar = BudgetBar(budget)
-    start = bar.start
-    print(
-        f"bonas run {config.name!r}: budget {budget:.0f}s = search {share * budget:.0f}s + final training "
-        f"{(1 - share) * budget:.0f}s, {config.dataset}, storage {url.split('://')[0]}",
-        flush=True,
-    )
+def search_phase(worker: Worker, url: str, workers: int, clock: Clock, bar: BudgetBar, verbose: bool) -> None:
+    """The search share, in this process or in ``workers`` local processes (on one GPU, they share it)."""
+    study, config = worker.study, worker.config
     before = len(study.get_trials(deepcopy=False))
     progress = Progress(config.name, None, enabled=bar.bar is None)
 
@@ -180,78 +178,116 @@ def run(
 
     try:
         if workers > 1:
-            code = search_in_processes(worker, config, url, workers, search_deadline(start, budget, share), on_trial, a.verbose)
-            if code:
-                return code
+            procs = spawn_workers(config, url, workers, verbose, UNBOUNDED_TRIALS, 0, clock.search_deadline())
+            code = supervise(procs, lambda: on_trial(study))
         else:
-            summary = worker.run(UNBOUNDED_TRIALS, 0, on_trial=on_trial, deadline=search_deadline(start, budget, share))
-            if summary.signum is not None:
-                return exit_code(summary)
-        search_s = time.monotonic() - start
-        best = choose(R.records(study.get_trials(deepcopy=False)))
-        if best is None:
-            raise StudyError(
-                f"no trial of study {config.name!r} trained an epoch in the search's {search_s:.0f}s; "
-                "raise --budget or the search share"
-            )
-        if not best.rankable:
-            epochs = len(best.trial.intermediate_values) or len(best.curve)
-            print(
-                f"no trial completed in the search's {search_s:.0f}s: the final model is trial {best.number}'s network, "
-                f"the best after its {epochs} epochs (val_acc {best.val_acc:.4f}); a larger --budget searches further",
-                flush=True,
-            )
-        final_start = time.monotonic()
-        reserve = max(REPORT_RESERVE_S[0], REPORT_RESERVE_S[1] * (start + budget - final_start))
-        bar.set("final training", f"trial {best.number} ({best.arch_line}) on the whole training split")
-        fsplits = final_splits(config)
-        arch, train = specs_from_params(best.trial.params, config.space, config.training, config.data, fsplits.input_shape)
-        final = train_final(
-            config,
-            fsplits,
-            arch,
-            train,
-            best.seed if best.seed is not None else config.seed,
-            verbose=a.verbose,
-            deadline=start + budget - reserve,
-            on_epoch=lambda e: bar.set("final training", f"epoch {e}, trial {best.number}"),
+            summary = worker.run(UNBOUNDED_TRIALS, 0, on_trial=on_trial, deadline=clock.search_deadline())
+            code = exit_code(summary) if summary.signum is not None else 0  # failed trials in a row: the best so far goes on
+    finally:
+        progress.close()
+    if code:
+        raise RunStopped(code)
+
+
+def chosen(study, config: StudyConfig, search_s: float) -> R.TrialRecord:
+    best = choose(R.records(study.get_trials(deepcopy=False)))
+    if best is None:
+        raise StudyError(
+            f"no trial of study {config.name!r} trained an epoch in the search's {search_s:.0f}s; "
+            "raise --budget or the search share"
         )
-        final_s = time.monotonic() - final_start
+    if not best.rankable:
+        epochs = len(best.trial.intermediate_values) or len(best.curve)
+        print(
+            f"no trial completed in the search's {search_s:.0f}s: the final model is trial {best.number}'s network, "
+            f"the best after its {epochs} epochs (val_acc {best.val_acc:.4f}); a larger --budget searches further",
+            flush=True,
+        )
+    return best
+
+
+def final_phase(config: StudyConfig, best: R.TrialRecord, clock: Clock, bar: BudgetBar, verbose: bool) -> tuple[Final, Splits]:
+    """The winner on the whole training split until the budget's deadline, less the time kept for writing."""
+    reserve = max(REPORT_RESERVE_S[0], REPORT_RESERVE_S[1] * (clock.end - time.monotonic()))
+    bar.set("final training", f"trial {best.number} ({best.arch_line}) on the whole training split")
+    splits = final_splits(config)
+    arch, train = specs_from_params(best.trial.params, config.space, config.training, config.data, splits.input_shape)
+    final = train_final(
+        config,
+        splits,
+        arch,
+        train,
+        best.seed if best.seed is not None else config.seed,
+        verbose=verbose,
+        deadline=clock.end - reserve,
+        on_epoch=lambda e: bar.set("final training", f"epoch {e}, trial {best.number}"),
+    )
+    return final, splits
+
+
+def run_budget(
+    config: StudyConfig,
+    url: str,
+    worker: Worker,
+    budget: float,
+    share: float | None = None,
+    out: str | None = None,
+    report_dir: str | None = None,
+    workers: int = 1,
+    verbose: bool = False,
+) -> RunRecord:
+    """Search for ``share`` of ``budget`` seconds, train the winner until the budget's end, test it, write it all."""
+    import torch.utils.benchmark  # noqa: F401  (the latency timer's import, ~2 s on a CPU: before the clock starts)
+
+    clock = Clock(time.monotonic(), budget, config.final.search_share if share is None else share)
+    bar = BudgetBar(budget, start=clock.start)
+    study = worker.study
+    print(
+        f"bonas run {config.name!r}: budget {budget:.0f}s = search {clock.share * budget:.0f}s + final training "
+        f"{(1 - clock.share) * budget:.0f}s, {config.dataset}, storage {url.split('://')[0]}",
+        flush=True,
+    )
+    before = len(study.get_trials(deepcopy=False))
+    try:
+        search_phase(worker, url, workers, clock, bar, verbose)
+        search_s = clock.elapsed()
+        best = chosen(study, config, search_s)
+        final, splits = final_phase(config, best, clock, bar, verbose)
+        final_s = clock.elapsed() - search_s
         bar.set("writing", "checkpoint and report")
-        opened = Opened(study, config, url)
-        result = save_final(opened, best.trial, final, fsplits, out)
+        result = save_final(Opened(study, config, url), best.trial, final, splits, out)
         from bonas.results.report import write_report
 
         index = write_report(study, Path(report_dir or f"reports/{study.study_name}"))
     finally:
         bar.close()
-        progress.close()
-    total = time.monotonic() - start
     record = RunRecord(
-        budget,
-        share,
-        round(search_s, 1),
-        round(final_s, 1),
-        round(total, 1),
-        len(study.get_trials(deepcopy=False)) - before,
-        best.number,
-        best.val_acc,
-        result["test_acc"],
-        result["parameters"],
-        result["latency_ms_batch1"],
-        result["epochs"],
-        result["checkpoint"],
-        str(index),
-    )
+        budget, clock.share, round(search_s, 1), round(final_s, 1), round(clock.elapsed(), 1),
+        len(study.get_trials(deepcopy=False)) - before, best.number, best.val_acc, result["test_acc"], result["parameters"],
+        result["latency_ms_batch1"], result["epochs"], result["checkpoint"], str(index), best.arch_line,
+    )  # fmt: skip
     runs = sum(k.startswith(R.RUN_PREFIX) for k in study.user_attrs)
     study.set_user_attr(f"{R.RUN_PREFIX}{runs}", asdict(record))
     print(format_result(result))
     print(
-        f"run: {total:.0f}s of a {budget:.0f}s budget (search {search_s:.0f}s, {record.trials_this_run} trials; final training "
-        f"{final_s:.0f}s, {result['epochs']} epochs); test accuracy {result['test_acc']:.4f}"
+        f"run: {record.total_s:.0f}s of a {budget:.0f}s budget (search {search_s:.0f}s, {record.trials_this_run} trials; "
+        f"final training {final_s:.0f}s, {result['epochs']} epochs); test accuracy {result['test_acc']:.4f}"
     )
     print(
         f"written: {result['checkpoint']} (and a study artifact), {index}, the study's records bonas:retrain:{best.number} "
         f"and {R.RUN_PREFIX}{runs}"
     )
+    return record
+
+
+def run(
+    a: RunArgs, budget: float, share: float | None = None, out: str | None = None, report_dir: str | None = None, workers: int = 1
+) -> int:
+    """`bonas run`: the exit code."""
+    config, url = load_for_run(a)
+    worker = Worker(config, url, prepare_worker(config, url, a.verbose), verbose=a.verbose)
+    try:
+        run_budget(config, url, worker, budget, share, out, report_dir, workers, a.verbose)
+    except RunStopped as stopped:
+        return stopped.code
     return 0

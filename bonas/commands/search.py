@@ -4,27 +4,20 @@ supervised here) and ``bonas worker`` (one more worker on a shared study), with 
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import signal
-import sys
 import time
 import zlib
 from dataclasses import dataclass
 
-import torch
-
+from bonas.commands.processes import spawn_workers, supervise
 from bonas.config import StudyConfig, load_config
-from bonas.core.errors import BonasError
 from bonas.core.records import state_counts
 from bonas.results.leaderboard import Progress, describe_best, leaderboard
+from bonas.search.choices import check_choices
 from bonas.search.worker import RunSummary, Stop, Worker, exit_code, open_study, prepare_worker
 from bonas.study.budget import Verdict, budget_status
 from bonas.study.studies import find_config, warm_start_params
 from bonas.study.urls import check_storage_url, check_writable, describe_url, resolve_storage, shell_url
-from bonas.training.callbacks import TrialDeadline
-
-WAIT_FOR_WORKERS_S = 120  # after Ctrl-C: how long the workers get to fail and requeue their trials
 
 
 @dataclass
@@ -41,6 +34,7 @@ class RunArgs:
 def load_for_run(a: RunArgs) -> tuple[StudyConfig, str]:
     """Config + overrides + storage URL, all validated before anything is written."""
     config = load_config(find_config(a.config))
+    check_choices(config)
     if a.n_trials is not None:
         config.budget.n_trials = a.n_trials
     if a.timeout is not None:
@@ -131,61 +125,6 @@ def worker_command(a: RunArgs, index: int | None) -> int:
     return exit_code(summary)
 
 
-# --- several local workers ---------------------------------------------------------------------------
-
-
-def _worker_main(
-    config: StudyConfig,
-    url: str,
-    index: int,
-    n_workers: int,
-    n_trials: int,
-    timeout: float,
-    verbose: bool,
-    gpu: int | None,
-    deadline: TrialDeadline | None = None,
-) -> None:
-    """Entry point of a spawned worker process."""
-    import logging
-
-    if gpu is not None:  # before CUDA initialises in this process: one worker per GPU
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format=f"[w{index}] %(message)s")
-    try:
-        splits = prepare_worker(config, url, verbose, n_workers)
-        worker = Worker(config, url, splits, index=index, seed=config.seed + 1000 * index, verbose=verbose)
-        summary = worker.run(n_trials, timeout, deadline=deadline)  # time.monotonic() is one clock for every process
-    except BonasError as err:
-        print(f"bonas worker {index}: {err}", file=sys.stderr)
-        sys.exit(2)
-    sys.exit(exit_code(summary))
-
-
-def spawn_workers(
-    config: StudyConfig,
-    url: str,
-    n_workers: int,
-    verbose: bool,
-    n_trials: int | None = None,
-    timeout: float | None = None,
-    deadline: TrialDeadline | None = None,
-) -> list[multiprocessing.Process]:
-    """Start local worker processes: spawn (no database engine crosses a fork), one GPU each when there are
-    several (with one GPU, they share it: small networks leave most of a large GPU idle)."""
-    n_trials = config.budget.n_trials if n_trials is None else n_trials
-    timeout = config.budget.timeout if timeout is None else timeout
-    ctx = multiprocessing.get_context("spawn")
-    n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    procs = []
-    for i in range(n_workers):
-        gpu = i % n_gpus if n_gpus > 1 else None
-        args = (config, url, i, n_workers if n_gpus == 0 else 1, n_trials, timeout, verbose, gpu, deadline)
-        p = ctx.Process(target=_worker_main, args=args, name=f"bonas-worker-{i}")
-        p.start()
-        procs.append(p)
-    return procs
-
-
 def _search_parallel(config: StudyConfig, url: str, splits, a: RunArgs, n_workers: int, top: int) -> int:
     # The study (and its schema) exists before any worker starts: N workers never race to create it.
     _, _, study = open_study(config, url, splits.describe())
@@ -196,21 +135,13 @@ def _search_parallel(config: StudyConfig, url: str, splits, a: RunArgs, n_worker
         return 0
     print(f"study {config.name!r}: {n_workers} workers, budget {config.budget.n_trials} trials", flush=True)
     procs = spawn_workers(config, url, n_workers, a.verbose)
-    # SIGTERM to the supervisor reaches every worker: each ends its trial as FAIL, requeues it, exits.
-    signal.signal(signal.SIGTERM, lambda *_: [p.terminate() for p in procs if p.is_alive()])
     progress = Progress(config.name, config.budget.n_trials)
     try:
-        while any(p.is_alive() for p in procs):
-            progress.update(study)
-            time.sleep(1.0)
-    except KeyboardInterrupt:  # Ctrl-C reached the workers too (one process group): let them finish up
-        for p in procs:
-            p.join(timeout=WAIT_FOR_WORKERS_S)
-    progress.update(study)
-    progress.close()
-    codes = [p.exitcode for p in procs]
-    if any(c != 0 for c in codes):
-        print(f"bonas: workers exited with codes {codes}", file=sys.stderr)
-        return max(c if c > 0 else 128 - c for c in codes if c)  # a worker killed by signal N: 128 + N, as a shell says
+        code = supervise(procs, lambda: progress.update(study))
+    finally:
+        progress.update(study)
+        progress.close()
+    if code:
+        return code
     print_results(study, config, a.storage, top)
     return 0

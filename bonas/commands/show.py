@@ -16,14 +16,7 @@ from bonas.core.errors import StudyError
 from bonas.core.spec import ArchSpec, TrainSpec
 from bonas.model.build import build_model, format_summary, summarize
 from bonas.search.space import specs_from_params
-from bonas.study.studies import Opened, stored_data
-
-
-def trial_of(opened: Opened, number: int) -> FrozenTrial:
-    trials = opened.study.get_trials(deepcopy=False)
-    if not 0 <= number < len(trials):
-        raise StudyError(f"study {opened.study.study_name!r} has no trial {number} (trials 0..{len(trials) - 1})")
-    return trials[number]
+from bonas.study.studies import Opened, stored_data, trial_of
 
 
 def input_of(opened: Opened) -> tuple[tuple[int, int, int], int, str]:
@@ -44,7 +37,7 @@ def specs_of(opened: Opened, trial: FrozenTrial, shape: tuple[int, int, int]) ->
 
 def show(opened: Opened, number: int) -> str:
     """The trial's network rebuilt from its params: architecture, training knobs, layers, params, FLOPs."""
-    t = trial_of(opened, number)
+    t = trial_of(opened.study, number)
     shape, n_classes, dataset = input_of(opened)
     arch, train = specs_of(opened, t, shape)
     net = build_model(arch, shape, n_classes)

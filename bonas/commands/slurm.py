@@ -252,12 +252,15 @@ def slurm_command(
     dry_run: bool,
 ) -> int:
     """`bonas slurm`: check, render, submit (or print, with --dry-run) the job array."""
+    from bonas.commands.search import say_finished
     from bonas.config import load_config
+    from bonas.search.choices import check_choices
     from bonas.study.budget import Verdict, budget_status
     from bonas.study.studies import find_config, warm_start_params
     from bonas.study.urls import ENV_STORAGE, check_storage_url, resolve_storage
 
     config = load_config(find_config(config_path))
+    check_choices(config)
     url = resolve_storage(config, storage)
     where = "--storage" if storage else f"${ENV_STORAGE}" if os.environ.get(ENV_STORAGE) else config.path
     check_storage_url(url, where)
@@ -273,9 +276,7 @@ def slurm_command(
     if study is not None:
         status = budget_status(study.get_trials(deepcopy=False), config.budget.n_trials, config.budget.timeout)
         if status.verdict == Verdict.DONE:
-            print(
-                f"study {config.name!r} is finished ({status.describe()}); raise budget.n_trials or pass --n-trials to add more"
-            )
+            say_finished(config, status.describe())
             return 0
     job_id = submit(job, script, url)
     print(follow_up(job, job_id, config_path, " --storage URL" if storage else ""))

@@ -1,6 +1,6 @@
 """Architecture and training specs: the frozen, JSON-serialisable values between space and model.
 
-The search space turns a trial into an :class:`ArchSpec`; :func:`bonas.model.build_model` turns an
+The search space turns a trial into an :class:`ArchSpec`; :func:`bonas.model.build.build_model` turns an
 ``ArchSpec`` into a network. Neither spec knows about Optuna.
 """
 
@@ -10,11 +10,10 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-# How a block's convs are wired (see bonas.model.build): "plain" conv -> (BN) -> ReLU, repeated; "residual" the same
-# convs with an identity (or 1x1 projection) shortcut added before the last ReLU; "separable" each conv a
-# depthwise kxk then a pointwise 1x1.
-BLOCK_KINDS = ("plain", "residual", "separable")
-KIND_PREFIX = {"plain": "c", "residual": "r", "separable": "s"}  # describe(): c32k3, r32k3, s32k3
+POOLINGS = ("max", "avg", "none")  # after a block: 2x2, stride 2
+HEADS = ("gap", "flatten")  # global average pool, or keep the spatial layout
+# describe()'s letter for the built-in block types (bonas.model.blocks); any other type is spelt out: toy32k3
+KIND_PREFIX = {"plain": "c", "residual": "r", "separable": "s"}
 
 
 @dataclass(frozen=True)
@@ -25,11 +24,7 @@ class BlockSpec:
     pool: str  # "max" | "avg" | "none": 2x2, stride 2, after the convs
     batch_norm: bool
     dropout: float  # after the pooling; 0 = none
-    kind: str = "plain"  # one of BLOCK_KINDS; specs stored before block kinds existed have none: plain
-
-    def __post_init__(self) -> None:
-        if self.kind not in BLOCK_KINDS:
-            raise ValueError(f"unknown block kind {self.kind!r}; choose one of: {', '.join(BLOCK_KINDS)}")
+    kind: str = "plain"  # a block type of bonas.model.blocks; specs stored before block types existed have none: plain
 
     def to_dict(self) -> dict[str, Any]:
         """The block as stored; a plain block has no 'kind' key, so its JSON (and every stored key and
@@ -76,7 +71,7 @@ class ArchSpec:
         s separable blocks)."""
         parts = []
         for b in self.blocks:
-            s = f"{KIND_PREFIX[b.kind]}{b.width}k{b.kernel}" + (f"x{b.convs}" if b.convs > 1 else "")
+            s = f"{KIND_PREFIX.get(b.kind, b.kind)}{b.width}k{b.kernel}" + (f"x{b.convs}" if b.convs > 1 else "")
             s += "+bn" if b.batch_norm else ""
             s += f"/{b.pool}" if b.pool != "none" else ""
             s += f"/d{b.dropout:.2g}" if b.dropout > 0 else ""

@@ -14,19 +14,8 @@ import torch
 from torch import nn
 
 from bonas.config import DataConfig
-from bonas.data.sources import RawData, balanced_subset, load_raw, stratified_split
-
-# Which augmentations make sense: digits are 8x8 (a 1-pixel shift is an eighth of the image),
-# mirrored digits are other symbols; clothes, objects and photos survive a flip.
-AUGMENT = {  # data set: (random-crop padding, horizontal flip)
-    "digits": (0, False),
-    "mnist": (2, False),
-    "fashion-mnist": (2, True),
-    "cifar10": (4, True),
-    "cifar100": (4, True),
-    "imagefolder": (None, True),  # pad = image_size // 8
-}
-
+from bonas.data.raw import RawData, balanced_subset, stratified_split
+from bonas.data.sources import DATA_SOURCES, load_raw
 
 @dataclass
 class Splits:
@@ -84,7 +73,8 @@ def make_splits(name: str, raw: RawData, config: DataConfig, seed: int) -> Split
     val_idx = val_idx[balanced_subset(raw.train_y[val_idx], config.val_subset, seed + 2)]
     train_x = raw.train_x[train_idx]
     mean, std = channel_stats(train_x)
-    pad, flip = AUGMENT[name]
+    source = DATA_SOURCES[name]
+    pad, flip = source.crop_pad, source.flip
     if pad is None:
         pad = max(1, raw.train_x.shape[-1] // 8)
     return Splits(

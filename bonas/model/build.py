@@ -17,33 +17,22 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from bonas.core.spec import ArchSpec
+from bonas.model.blocks import BLOCK_TYPES
 
 
 def build_model(spec: ArchSpec, input_shape: tuple[int, int, int], n_classes: int) -> nn.Sequential:
     """A fresh, randomly initialised network; ``input_shape`` is (channels, height, width).
 
-    One flat ``nn.Sequential``: a plain block adds its layers directly (``b0_conv0``, ``b0_bn0``,
-    ``b0_relu0``, ...: the names and shapes every checkpoint made before block kinds has), a residual
-    block adds one :class:`ResidualBlock` (``b0_res``), a separable block a :class:`SeparableConv2d` per
-    conv (``b0_sep0``) followed by its BN and ReLU; pooling and dropout follow every kind of block.
+    One flat ``nn.Sequential``: each block's layers as its type makes them (bonas.model.blocks: a plain block
+    ``b0_conv0``, ``b0_bn0``, ``b0_relu0``, ...; a residual block one ``b0_res``; a separable block a
+    ``b0_sep0`` per conv with its BN and ReLU), then its pooling and dropout; then the head.
     """
     channels, height, width = input_shape
     layers: list[tuple[str, nn.Module]] = []
     for i, block in enumerate(spec.blocks):
-        if block.kind == "residual":
-            layers.append((f"b{i}_res", ResidualBlock(channels, block.width, block.kernel, block.convs, block.batch_norm)))
-        else:
-            for j in range(block.convs):
-                if block.kind == "separable":
-                    layers.append(
-                        (f"b{i}_sep{j}", SeparableConv2d(channels, block.width, block.kernel, bias=not block.batch_norm))
-                    )
-                else:
-                    layers.append((f"b{i}_conv{j}", _conv(channels, block.width, block.kernel, block.batch_norm)))
-                if block.batch_norm:
-                    layers.append((f"b{i}_bn{j}", nn.BatchNorm2d(block.width)))
-                layers.append((f"b{i}_relu{j}", nn.ReLU(inplace=True)))
-                channels = block.width
+        if block.kind not in BLOCK_TYPES:
+            raise ValueError(f"block {i}: unknown block type {block.kind!r}; registered: {', '.join(BLOCK_TYPES)}")
+        layers += BLOCK_TYPES[block.kind](channels, block, i)
         channels = block.width
         if block.pool != "none":
             if min(height, width) < 2:
@@ -67,50 +56,6 @@ def build_model(spec: ArchSpec, input_shape: tuple[int, int, int], n_classes: in
         features = units
     layers.append(("classifier", nn.Linear(features, n_classes)))
     return nn.Sequential(OrderedDict(layers))
-
-
-def _conv(c_in: int, c_out: int, kernel: int, batch_norm: bool) -> nn.Conv2d:
-    """A 'same'-padded conv; no bias when a batch norm follows (it would be cancelled)."""
-    return nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=not batch_norm)
-
-
-class SeparableConv2d(nn.Sequential):
-    """A depthwise kxk conv (one filter per input channel, no bias) then a pointwise 1x1 conv."""
-
-    def __init__(self, c_in: int, c_out: int, kernel: int, bias: bool):
-        super().__init__(
-            OrderedDict(
-                [
-                    ("depthwise", nn.Conv2d(c_in, c_in, kernel, padding=kernel // 2, groups=c_in, bias=False)),
-                    ("pointwise", nn.Conv2d(c_in, c_out, 1, bias=bias)),
-                ]
-            )
-        )
-
-
-class ResidualBlock(nn.Module):
-    """``convs`` x conv -> (BN) -> ReLU, the last ReLU after adding the shortcut: the input itself, or a
-    1x1 conv (+ BN) projection when the width changes (He et al. 2016, option B)."""
-
-    def __init__(self, c_in: int, c_out: int, kernel: int, convs: int, batch_norm: bool):
-        super().__init__()
-        body: list[tuple[str, nn.Module]] = []
-        for j in range(convs):
-            body.append((f"conv{j}", _conv(c_in if j == 0 else c_out, c_out, kernel, batch_norm)))
-            if batch_norm:
-                body.append((f"bn{j}", nn.BatchNorm2d(c_out)))
-            if j < convs - 1:
-                body.append((f"relu{j}", nn.ReLU(inplace=True)))
-        self.body = nn.Sequential(OrderedDict(body))
-        if c_in == c_out:
-            self.shortcut: nn.Module = nn.Identity()
-        else:
-            projection = [("conv", _conv(c_in, c_out, 1, batch_norm))] + ([("bn", nn.BatchNorm2d(c_out))] if batch_norm else [])
-            self.shortcut = nn.Sequential(OrderedDict(projection))
-        self.relu = nn.ReLU(inplace=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.body(x) + self.shortcut(x))
 
 
 def count_params(net: nn.Module) -> int:

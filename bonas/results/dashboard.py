@@ -132,7 +132,7 @@ def serve(storage, artifact_dir: Path, host: str, port: int, quiet: bool = False
 
 def run_dashboard(opened: Opened, host: str, port: int, allow_remote: bool, quiet: bool) -> None:
     """`bonas dashboard`: refuse a non-loopback address unless allowed, then serve the study."""
-    from bonas.search.keeper import artifact_dir
+    from bonas.study.artifacts import artifact_dir
 
     if not is_loopback(host) and not allow_remote:
         raise UsageError(

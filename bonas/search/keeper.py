@@ -14,40 +14,17 @@ import tempfile
 from pathlib import Path
 
 import optuna
-from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from optuna.artifacts import upload_artifact
 from optuna.trial import TrialState
 
 from bonas.config import StudyConfig
 from bonas.core import records as R
-from bonas.study.urls import sqlite_path
+from bonas.study.artifacts import artifact_dir, open_store, trial_artifacts
 from bonas.training.states import remove_states
 
 log = logging.getLogger("bonas.search.keeper")
 
-SAFE_MIMETYPES = {
-    "image/png": ".png",
-    "application/json": ".json",
-    "application/octet-stream": ".pt",
-    "text/csv": ".csv",
-    "text/plain": ".txt",
-}
 KIND_PREFIX = "trial-"  # file names: trial-<n>-weights.pt, trial-<n>-arch.json, trial-<n>-curve.png
-
-
-def artifact_dir(config: StudyConfig, url: str) -> Path:
-    if config.artifacts.dir:
-        return Path(config.artifacts.dir).expanduser()
-    db = sqlite_path(url)
-    if db is not None:
-        return db.parent / f"{config.name}.artifacts"
-    config_dir = Path(config.path).parent if config.path and not config.path.startswith("<") else Path("studies")
-    return config_dir / f"{config.name}.artifacts"
-
-
-def open_store(config: StudyConfig, url: str) -> FileSystemArtifactStore:
-    path = artifact_dir(config, url)
-    path.mkdir(parents=True, exist_ok=True)
-    return FileSystemArtifactStore(str(path))
 
 
 def rank_among_rankable(study: optuna.Study, value: float) -> int:
@@ -116,11 +93,8 @@ class Keeper:
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             if t.number in keep:
                 continue
-            for key, meta in t.system_attrs.items():
-                if not key.startswith("artifacts:"):
-                    continue
-                artifact_id = json.loads(meta)["artifact_id"] if isinstance(meta, str) else None
-                if artifact_id and (self.folder / artifact_id).exists():
+            for artifact_id in trial_artifacts(t).values():
+                if (self.folder / artifact_id).exists():
                     try:
                         self.store.remove(artifact_id)
                         removed += 1

@@ -29,6 +29,7 @@ from bonas.model.build import LayerRow, build_model, count_params, measure_laten
 from bonas.search import screen
 from bonas.search.space import suggest_arch, suggest_training
 from bonas.study import promotion
+from bonas.study.samplers import PRUNERS
 from bonas.study.storage import study_id, trial_id
 from bonas.training.callbacks import (
     CostAwarePruning,
@@ -120,7 +121,7 @@ class Objective:
         self.latency_time = o.latency_time_s or (0.05 if ("latency" in o.metrics or o.max_latency_ms) else 0.0)
         pr = config.pruner
         self.rungs = (
-            promotion.rungs(pr.min_resource, pr.reduction_factor, config.training.max_epochs) if pr.name == "asha" else []
+            promotion.rungs(pr.min_resource, pr.reduction_factor, config.training.max_epochs) if PRUNERS[pr.name].pauses else []
         )
 
     def prepare(self, trial: optuna.trial.BaseTrial, seed: int) -> Prepared:
@@ -253,8 +254,9 @@ class Objective:
         if not self.multi:
             return PruningCallback(trial, monitor=VAL_ACC)
         pr = self.config.pruner
-        percentile = None if pr.name == "none" else self.config.objective.prune_percentile
-        warmup = pr.n_warmup_steps if pr.name == "median" else pr.min_resource - 1
+        pruner = PRUNERS[pr.name]
+        percentile = self.config.objective.prune_percentile if pruner.prunes else None
+        warmup = pruner.first_check(pr)
         return CostAwarePruning(trial, p.cost(self.config.objective.metrics[1]), percentile, pr.n_startup_trials, warmup)
 
     def run(self, trial: optuna.Trial, deadline: TrialDeadline | None = None) -> Outcome:

@@ -26,6 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bonas.config import StudyConfig
+from bonas.config.checks import one_of
+
 Proxy = Callable[[nn.Module, torch.Tensor, torch.Tensor], float]
 
 
@@ -121,3 +124,8 @@ def snip(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 PROXIES: dict[str, Proxy] = {"naswot": naswot, "synflow": synflow, "grad_norm": grad_norm, "snip": snip}
+NO_SCREEN = "none"  # [screen] proxy: score nothing
+
+
+def check(config: StudyConfig) -> None:
+    one_of(config.fail("screen"), "proxy", config.screen.proxy, (NO_SCREEN, *PROXIES))

@@ -17,11 +17,13 @@ With variants, ``variant`` picks one, and a field the variant overrides is named
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import optuna
 
-from bonas.config import DataConfig, SpaceConfig, TrainingConfig
+from bonas.config import DataConfig, SpaceConfig, StudyConfig, TrainingConfig
+from bonas.config.checks import one_of
 from bonas.core.spec import ArchSpec, BlockSpec, TrainSpec
 
 
@@ -96,6 +98,18 @@ def suggest_arch(trial: optuna.trial.BaseTrial, space: SpaceConfig, input_shape:
     return ArchSpec(blocks=tuple(blocks), head=head, dense=dense, dense_dropout=dense_dropout)
 
 
+# [data] augment: name -> whether a trial trains with augmentation (its param ``augment`` only under "search")
+AUGMENT_POLICIES: dict[str, Callable[[_Params], bool]] = {
+    "none": lambda p: False,
+    "auto": lambda p: True,  # crop + flip where the data set allows (bonas.data.sources)
+    "search": lambda p: p.choice("augment", "augment", [False, True]),
+}
+
+
+def check(config: StudyConfig) -> None:
+    one_of(config.fail("data"), "augment", config.data.augment, AUGMENT_POLICIES)
+
+
 def suggest_training(trial: optuna.trial.BaseTrial, training: TrainingConfig, data: DataConfig) -> TrainSpec:
     p = _Params(trial)
     return TrainSpec(
@@ -103,9 +117,7 @@ def suggest_training(trial: optuna.trial.BaseTrial, training: TrainingConfig, da
         lr=p.float("lr", "lr", training.lr, log=True),
         weight_decay=p.float("weight_decay", "weight_decay", training.weight_decay, log=True),
         batch_size=p.choice("batch_sizes", "batch_size", training.batch_sizes),
-        augment={"none": False, "auto": True}.get(data.augment)
-        if data.augment != "search"
-        else p.choice("augment", "augment", [False, True]),
+        augment=AUGMENT_POLICIES[data.augment](p),
     )
 
 
@@ -142,15 +154,6 @@ def enumerate_params(space: SpaceConfig, input_shape: tuple[int, int, int], limi
     return leaves
 
 
-def enumerate_archs(space: SpaceConfig, input_shape: tuple[int, int, int], limit: int = 100_000) -> list[ArchSpec]:
-    """The distinct architectures of an all-categorical space."""
-    found: dict[str, ArchSpec] = {}
-    for params in enumerate_params(space, input_shape, limit):
-        spec = suggest_arch(optuna.trial.FixedTrial(params), space, input_shape)
-        found.setdefault(spec.to_json(), spec)
-    return list(found.values())
-
-
 class _Branch(Exception):
     def __init__(self, name: str, values: list[Any]):
         self.name, self.values = name, values
@@ -177,7 +180,3 @@ class _ProbeTrial:
 
     def suggest_float(self, name: str, low: float, high: float, log: bool = False) -> float:
         raise ValueError(f"{name}: a continuous parameter cannot be enumerated")
-
-
-def count_archs(space: SpaceConfig, input_shape: tuple[int, int, int]) -> int:
-    return len(enumerate_archs(space, input_shape))

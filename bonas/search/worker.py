@@ -32,9 +32,11 @@ from bonas.data.splits import Splits, load_splits
 from bonas.results.notes import note_markdown, study_note, write_note
 from bonas.search.keeper import Keeper
 from bonas.search.objective import Objective, Outcome
-from bonas.study.budget import BudgetStatus, Verdict, claim_trial, fail_and_requeue
+from bonas.study.budget import BudgetStatus, Verdict
+from bonas.study.claims import Heartbeat, claim_trial, fail_and_requeue, failed_by_peer
 from bonas.study.lock import StudyLock
-from bonas.study.storage import CONNECT_RETRY_S, BonasStorage, first_line, open_storage, storage_of, trial_id
+from bonas.study.retry import CONNECT_RETRY_S, first_line
+from bonas.study.storage import BonasStorage, open_storage, storage_of, trial_id
 from bonas.study.studies import create_or_resume, stored_config
 from bonas.study.urls import mask_url
 from bonas.training.callbacks import TrialDeadline
@@ -91,30 +93,6 @@ def exit_code(summary: RunSummary) -> int:
 
 
 # --- heartbeat and signals ---------------------------------------------------------------------------
-
-
-class Heartbeat:
-    """Records a trial's heartbeat every interval; survives database outages (logs, keeps trying)."""
-
-    def __init__(self, storage: BonasStorage, tid: int, interval: float):
-        self.storage, self.trial_id, self.interval = storage, tid, interval
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name=f"heartbeat-{tid}", daemon=True)
-
-    def _run(self) -> None:
-        while not self.stop.wait(self.interval):
-            try:
-                self.storage.record_heartbeat(self.trial_id)
-            except Exception as err:  # the storage already retried for minutes: keep the thread alive
-                log.warning("heartbeat of trial id %s failed: %s", self.trial_id, type(err).__name__)
-
-    def __enter__(self) -> Heartbeat:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop.set()
-        self.thread.join(timeout=5)
 
 
 class SignalGuard:
@@ -323,8 +301,7 @@ class Worker:
             guard.in_trial = False
 
     def _failed_by_peer(self, trial: optuna.Trial) -> str:
-        why = R.TrialRecord.of(self.storage.get_trial(trial_id(trial))).reason or "no reason recorded"
-        return f"a peer failed trial {trial.number} while this worker was away ({why}); its params were requeued"
+        return failed_by_peer(self.storage.get_trial(trial_id(trial)))
 
     def _keep_artifacts(self, trial: optuna.Trial, outcome: Outcome) -> bool:
         """Before tell: the weights, ArchSpec and curve of a trial that enters the top k."""

@@ -1,27 +1,20 @@
-"""The study's budget, held exactly by every worker together.
+"""The study's budget: what counts against it, and whether a new configuration may start.
 
 What counts: finished trials (COMPLETE + PRUNED) against ``n_trials``, and the study's own clock (the
-union of the intervals during which its trials ran, across runs and workers) against ``timeout``.
-Claiming a trial, reaping a dead worker's trial and requeueing an interrupted one all happen under the
-study lock, each in one step, so no worker ever starts a trial past the budget — queued (WAITING)
-trials included: those beyond the budget stay queued.
+union of the intervals during which its trials ran, across runs and workers) against ``timeout``. Every
+worker asks under the study lock (bonas.study.claims), so together they hold it exactly.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from bonas.core import records as R
 from bonas.study import promotion
-from bonas.study.lock import StudyLock
-from bonas.study.storage import BonasStorage, storage_of, study_id, trial_id
 
 
 class Verdict(enum.Enum):
@@ -66,13 +59,6 @@ class BudgetStatus:
         return f"{self.finished} of {self.n_trials} trials finished"
 
 
-def count_states(trials: Iterable[FrozenTrial]) -> dict[TrialState, int]:
-    counts = {s: 0 for s in TrialState}
-    for t in trials:
-        counts[t.state] += 1
-    return counts
-
-
 def study_elapsed(trials: Iterable[FrozenTrial], now: datetime | None = None) -> float:
     """Seconds during which at least one trial ran: the study's own clock, across runs and workers."""
     now = now or datetime.now()
@@ -109,115 +95,3 @@ def budget_status(trials: list[FrozenTrial], n_trials: int, timeout: float) -> B
     if c.finished + c.running >= n_trials:
         return BudgetStatus(Verdict.WAIT, **status)
     return BudgetStatus(Verdict.OPEN, **status)
-
-
-@dataclass(frozen=True)
-class Claim:
-    status: BudgetStatus
-    trial: optuna.Trial | None = None  # set when status.verdict is OPEN
-    reaped: tuple[Failed, ...] = ()  # dead workers' trials failed (and requeued) on the way
-
-
-def claim_trial(
-    study: optuna.Study,
-    storage: BonasStorage,
-    lock: StudyLock,
-    n_trials: int,
-    timeout: float,
-    reaper: str = "",
-    max_retry: int = 0,
-    asha: tuple[list[int], int] | None = None,
-) -> Claim:
-    """Under the study lock, in one step: reap dead workers' trials, take the budget's verdict and claim a
-    trial, already RUNNING with its first heartbeat (never seen silent): with ``asha`` = (rungs, eta), a
-    promotion of a paused trial first (bonas.study.promotion), else a new or queued trial if the budget is open."""
-    with lock():
-        reaped = tuple(_reap(study, storage, reaper, max_retry))
-        trials = study.get_trials(deepcopy=False)
-        status = budget_status(trials, n_trials, timeout)
-        trial = None
-        if asha is not None and status.spent != Spent.TIME:
-            source = promotion.next_promotion(R.records(trials), *asha)
-            if source is not None:
-                trial = promotion.promote(study, source)
-                status = dataclasses.replace(status, verdict=Verdict.OPEN, spent=None)
-        if trial is None and status.verdict == Verdict.OPEN:
-            trial = study.ask()
-        if trial is None:
-            return Claim(status, None, reaped)
-        storage.record_heartbeat(trial_id(trial))
-        return Claim(status, trial, reaped)
-
-
-# --- failing and requeueing, in one step ------------------------------------------------------------------
-
-
-def requeue(study: optuna.Study, failed: FrozenTrial, max_retry: int) -> bool:
-    """Queue ``failed``'s params again as a WAITING trial that records what it retries (Optuna's
-    ``failed_trial`` / ``retry_history`` system attrs), unless it was retried ``max_retry`` times or is
-    already queued (a reaper that died half-way). Returns whether a retry is queued."""
-    history = [*failed.system_attrs.get(R.SYS_RETRY_HISTORY, []), failed.number]
-    if len(history) > max_retry:
-        return False
-    for t in study.get_trials(deepcopy=False):
-        if failed.number in t.system_attrs.get(R.SYS_RETRY_HISTORY, []):
-            return True
-    system_attrs = {**failed.system_attrs, R.SYS_FAILED_TRIAL: history[0], R.SYS_RETRY_HISTORY: history}
-    user_attrs = {k: v for k, v in failed.user_attrs.items() if k not in R.RUN_ATTRS}
-    study.add_trial(
-        optuna.trial.create_trial(
-            state=TrialState.WAITING,
-            params=failed.params,
-            distributions=failed.distributions,
-            user_attrs=user_attrs,
-            system_attrs=system_attrs,
-        )
-    )
-    return True
-
-
-@dataclass(frozen=True)
-class Failed:
-    number: int
-    reason: str
-    requeued: bool  # False when it was retried max_retry times already
-
-
-def fail_and_requeue(
-    study: optuna.Study, lock: StudyLock, trial: optuna.Trial | FrozenTrial, reason: str, max_retry: int
-) -> Failed | None:
-    """End a RUNNING trial as FAIL with ``reason`` and queue its params again, under the study lock;
-    None when it had already ended (a peer failed it first)."""
-    with lock():
-        return _fail_and_requeue(study, trial_id(trial), reason, max_retry)
-
-
-def _fail_and_requeue(study: optuna.Study, tid: int, reason: str, max_retry: int) -> Failed | None:
-    """The retry is queued before the trial fails: a worker killed in between leaves a RUNNING trial that
-    is reaped again (and not queued twice), never a failed trial whose params are lost."""
-    storage = storage_of(study)
-    if storage.get_trial(tid).state != TrialState.RUNNING:
-        return None
-    storage.set_trial_user_attr(tid, R.REASON, reason)
-    frozen = storage.get_trial(tid)
-    requeued = requeue(study, frozen, max_retry)
-    storage.set_trial_state_values(tid, TrialState.FAIL)
-    return Failed(frozen.number, reason, requeued)
-
-
-def _reap(study: optuna.Study, storage: BonasStorage, reaper: str, max_retry: int) -> list[Failed]:
-    """Fail the trials of dead workers and requeue their params (the caller holds the study lock)."""
-    grace = storage.grace_period or 2 * (storage.heartbeat_interval or 1)
-    reaped = []
-    for stale in storage.stale_trials(study_id(study)):
-        silence = (
-            f"no heartbeat for {stale.silent_for:.0f}s"
-            if stale.had_heartbeat
-            else f"no heartbeat at all in {stale.silent_for:.0f}s"
-        )
-        failed = _fail_and_requeue(
-            study, stale.trial_id, f"worker lost: {silence} (grace period {grace}s); reaped by {reaper}", max_retry
-        )
-        if failed is not None:
-            reaped.append(failed)
-    return reaped

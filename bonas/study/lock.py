@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy
-from sqlalchemy.exc import DBAPIError
 
 from bonas.core.errors import StudyError
-from bonas.study.storage import BACKOFF_MAX_S, BACKOFF_START_S, RETRY_FOR_S, Fault, classify, connect_args, permanent_error
+from bonas.study.retry import RETRY_FOR_S, retrying
+from bonas.study.storage import connect_args
 from bonas.study.urls import sqlite_path
 
 log = logging.getLogger("bonas.study.lock")
@@ -66,19 +66,7 @@ class StudyLock:
                     conn.close()
 
     def _acquire_retrying(self, retry_for: float) -> Any:
-        deadline, delay = time.monotonic() + retry_for, BACKOFF_START_S
-        while True:
-            try:
-                return self._acquire()
-            except DBAPIError as err:
-                fault = classify(err)
-                if fault == Fault.PERMANENT:
-                    raise permanent_error(self.url, err) from None
-                if fault != Fault.TRANSIENT or time.monotonic() + delay > deadline:
-                    raise
-                log.warning("storage unavailable during study lock (%s); retrying in %.1fs", type(err).__name__, delay)
-                time.sleep(delay)
-                delay = min(BACKOFF_MAX_S, delay * 2)
+        return retrying("study lock", retry_for, self.url, self._acquire)
 
     def _params(self) -> dict[str, Any]:
         # MySQL: wait in 20 s slices, below the driver's read timeout

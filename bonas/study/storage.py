@@ -22,10 +22,8 @@ public way from a study or trial to its storage ids; :func:`storage_of`, :func:`
 from __future__ import annotations
 
 import contextlib
-import enum
 import functools
 import logging
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -33,71 +31,18 @@ from typing import Any
 
 import optuna
 import sqlalchemy
-from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RDBStorage
 from optuna.storages._rdb import models
 from optuna.trial import TrialState
-from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from bonas.core.errors import StorageError
-from bonas.study.urls import mask_url, prepare_sqlite_dir, sqlite_path
+from bonas.study.retry import BACKOFF_MAX_S, CONNECT_RETRY_S, RETRY_FOR_S, first_line, retrying
+from bonas.study.urls import check_writable, mask_url, sqlite_path
 
 log = logging.getLogger("bonas.study.storage")
 
-RETRY_FOR_S = 300.0  # give a restarting database this long before a worker gives up
-CONNECT_RETRY_S = 10.0  # but a database that is not there at start is a setup error: say so soon
-BACKOFF_START_S, BACKOFF_MAX_S = 0.25, 8.0
 SQLITE_BUSY_TIMEOUT_S = 60  # wait this long on a locked SQLite database before failing (see README)
-
-
-class Fault(enum.Enum):
-    TRANSIENT = "transient"  # the database is away for a while: retry
-    PERMANENT = "permanent"  # retrying cannot help: say what is wrong
-    OTHER = "other"  # not a database problem (a bug, a constraint): raise as is
-
-
-# Server answers that no retry fixes: PostgreSQL SQLSTATEs, MySQL error numbers, SQLite messages.
-_PG_PERMANENT = {"28P01", "28000", "3D000", "42P01", "42501", "3F000"}  # auth, unknown db/table/schema, privilege
-_MYSQL_PERMANENT = {1044, 1045, 1049, 1142, 1146, 1698}  # access denied, unknown database, missing table
-_PERMANENT_TEXT = re.compile(
-    r"password authentication failed|authentication failed|no pg_hba\.conf entry|role \S+ does not exist|"
-    r"database \S+ does not exist|no such table|access denied|unknown database|doesn't exist|"
-    r"file is not a database|permission denied|attempt to write a readonly database",
-    re.IGNORECASE,
-)
-
-
-def classify(err: BaseException) -> Fault:
-    """Whether a storage error is worth retrying."""
-    if isinstance(err, StorageInternalError):
-        cause = err.__cause__ or err.__context__
-        return Fault.TRANSIENT if cause is None else classify(cause)
-    if not isinstance(err, DBAPIError):
-        return Fault.OTHER
-    orig = err.orig
-    code = getattr(orig, "sqlstate", None) or (
-        orig.args[0] if orig is not None and orig.args and isinstance(orig.args[0], int) else None
-    )
-    if code in _PG_PERMANENT or code in _MYSQL_PERMANENT or _PERMANENT_TEXT.search(str(orig or err)):
-        return Fault.PERMANENT
-    if isinstance(err, OperationalError) or err.connection_invalidated:
-        return Fault.TRANSIENT
-    if isinstance(err, ProgrammingError):
-        return Fault.PERMANENT
-    return Fault.OTHER
-
-
-def permanent_error(url: str, err: BaseException) -> StorageError:
-    return StorageError(
-        f"storage {mask_url(url)}: {first_line(err)} (retrying cannot fix this: check the URL's user, password, "
-        "database and the tables' permissions)"
-    )
-
-
-def first_line(err: BaseException) -> str:
-    orig = getattr(err, "orig", None) or getattr(err, "__cause__", None) or err
-    text = str(orig).strip().splitlines()
-    return mask_url(text[0] if text else type(orig).__name__)
 
 
 class BonasStorage(RDBStorage):
@@ -127,21 +72,10 @@ class BonasStorage(RDBStorage):
     # --- retrying ---------------------------------------------------------------------------------
 
     def _retry(self, what: str, retry_for: float, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        deadline = time.monotonic() + retry_for
-        delay = BACKOFF_START_S
-        while True:
-            try:
-                return fn(*args, **kwargs)
-            except Exception as err:
-                fault = classify(err)
-                if fault == Fault.PERMANENT:
-                    raise permanent_error(getattr(self, "url", ""), err) from None
-                if fault != Fault.TRANSIENT or time.monotonic() + delay > deadline:
-                    raise
-                self._last_failure = time.monotonic()
-                log.warning("storage unavailable during %s (%s); retrying in %.1fs", what, type(err).__name__, delay)
-                time.sleep(delay)
-                delay = min(BACKOFF_MAX_S, delay * 2)
+        return retrying(what, retry_for, getattr(self, "url", ""), lambda: fn(*args, **kwargs), self._failed)
+
+    def _failed(self) -> None:
+        self._last_failure = time.monotonic()
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
         """Retried; when an earlier attempt committed before the connection dropped, that counts."""
@@ -326,7 +260,7 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
     """An RDB storage; with a heartbeat interval, bonas' reaper (bonas.study.budget) fails stale trials."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    prepare_sqlite_dir(url)
+    check_writable(url, create=True)
     set_sqlite_wal(url)
     kwargs: dict[str, Any] = {}
     if heartbeat_interval:

@@ -19,6 +19,7 @@ import optuna
 from bonas.config import COMPARABLE_SECTIONS, StudyConfig, config_from_dict, load_config
 from bonas.core import records as R
 from bonas.core.errors import ConfigError, StudyError
+from bonas.study.samplers import directions, make_pruner, make_sampler
 from bonas.study.storage import BonasStorage, open_storage
 from bonas.study.urls import mask_url, resolve_storage, sqlite_path
 
@@ -47,47 +48,6 @@ def find_config(study_or_config: str) -> Path:
     known = sorted(f.stem for f in STUDIES_DIR.glob("*.toml")) if STUDIES_DIR.is_dir() else []
     hint = f"; known studies: {', '.join(known)}" if known else ""
     raise ConfigError(f"no study config named {study_or_config!r} (looked for {candidate}){hint}")
-
-
-# --- samplers and pruners -------------------------------------------------------------------------
-
-
-def make_sampler(config: StudyConfig, seed: int | None = None) -> optuna.samplers.BaseSampler:
-    s = config.sampler
-    seed = config.seed if seed is None else seed
-    if s.name == "tpe":
-        return optuna.samplers.TPESampler(
-            n_startup_trials=s.n_startup_trials,
-            multivariate=s.multivariate,
-            group=s.group,
-            constant_liar=s.constant_liar,
-            seed=seed,
-        )
-    if s.name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if s.name == "gp":
-        return optuna.samplers.GPSampler(n_startup_trials=s.n_startup_trials, seed=seed)
-    if s.name == "nsga2":
-        return optuna.samplers.NSGAIISampler(population_size=s.population_size, seed=seed)
-    raise AssertionError(s.name)
-
-
-def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
-    p = config.pruner
-    max_epochs = config.training.max_epochs
-    if p.name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps)
-    if p.name == "successive-halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=p.min_resource, reduction_factor=p.reduction_factor)
-    if p.name == "hyperband":
-        return optuna.pruners.HyperbandPruner(
-            min_resource=p.min_resource, max_resource=max_epochs, reduction_factor=p.reduction_factor
-        )
-    return optuna.pruners.NopPruner()
-
-
-def directions(config: StudyConfig) -> list[str]:
-    return ["maximize"] + ["minimize"] * (len(config.objective.metrics) - 1)
 
 
 # --- creating and resuming ----------------------------------------------------------------------
@@ -173,8 +133,7 @@ def warm_start_params(config: StudyConfig) -> list[dict[str, Any]]:
     w = config.warm_start
     params: list[dict[str, Any]] = []
     if w.file:
-        base = Path(config.path).parent if config.path and not config.path.startswith("<") else Path(".")
-        path = Path(w.file) if Path(w.file).is_absolute() else base / w.file
+        path = Path(w.file) if Path(w.file).is_absolute() else config.directory / w.file
         params += read_trials_file(path)
     if w.from_study:
         other = open_existing(w.from_study).study
@@ -242,6 +201,14 @@ def _first_difference(previous: dict[str, Any], now: dict[str, Any], key: str) -
             if a.get(k) != b.get(k):
                 return f"{key}.{k}: was {a.get(k)!r}, now {b.get(k)!r}"
     return f"{key}: was {a!r}, now {b!r}"
+
+
+def trial_of(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
+    """Trial ``number`` of ``study``, or one line saying which numbers exist."""
+    trials = study.get_trials(deepcopy=False)
+    if not 0 <= number < len(trials):
+        raise StudyError(f"study {study.study_name!r} has no trial {number} (trials 0..{len(trials) - 1})")
+    return trials[number]
 
 
 @dataclass

@@ -50,20 +50,16 @@ def _source(config: StudyConfig, override: str | None) -> tuple[str, str]:
     return config.storage, config.path
 
 
-def config_dir(config: StudyConfig) -> Path:
-    return Path(config.path).parent if config.path and not config.path.startswith("<") else Path(".")
-
-
 def resolve_storage(config: StudyConfig, override: str | None = None) -> str:
     """The study's storage URL: --storage, else $BONAS_STORAGE, else the config's, else SQLite beside it."""
     written, where = _source(config, override)
     if not written:
-        return f"sqlite:///{config_dir(config) / (config.name + '.db')}"
+        return f"sqlite:///{config.directory / (config.name + '.db')}"
     url = normalize_url(expand_env(written, where))
     check_storage_url(url, where)
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and where == config.path:
         # A relative SQLite path in a config is relative to the config file, not the shell's cwd.
-        return f"sqlite:///{config_dir(config) / url[len('sqlite:///') :]}"
+        return f"sqlite:///{config.directory / url[len('sqlite:///') :]}"
     return url
 
 
@@ -134,8 +130,9 @@ def describe_url(url: str) -> str:
     return str(path) if path is not None else mask_url(url)
 
 
-def check_writable(url: str) -> None:
-    """Fail before loading data when a SQLite database could not be created (nothing is left behind)."""
+def check_writable(url: str, create: bool = False) -> None:
+    """A SQLite study database can be written (its file, or a new one in its folder); with ``create``, its
+    folder is made. Without, nothing is left behind: the check runs before the data is loaded."""
     path = sqlite_path(url)
     if path is None:
         return
@@ -144,6 +141,13 @@ def check_writable(url: str) -> None:
             raise StorageError(f"{path}: study database is not a writable file; fix its permissions or choose another --storage")
         return
     parent = path.parent
+    if create:
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StorageError(
+                f"cannot create {parent} for the study database: {err.strerror}; choose a writable --storage"
+            ) from None
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     try:  # the real test (permission bits do not stop root, read-only file systems do)
@@ -153,23 +157,3 @@ def check_writable(url: str) -> None:
         raise StorageError(
             f"{parent}: directory is not writable ({err.strerror}), cannot create {path}; choose another --storage"
         ) from None
-
-
-def prepare_sqlite_dir(url: str) -> None:
-    """Create the directory of a SQLite database; a clear error when it cannot be written."""
-    path = sqlite_path(url)
-    if path is None:
-        return
-    parent = path.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise StorageError(
-            f"cannot create {parent} for the study database: {err.strerror}; choose a writable --storage"
-        ) from None
-    if path.exists() and not os.access(path, os.W_OK):
-        raise StorageError(f"{path}: study database is not writable; fix its permissions or choose another --storage")
-    if not path.exists() and not os.access(parent, os.W_OK | os.X_OK):
-        raise StorageError(
-            f"{parent}: directory is not writable, cannot create {path.name}; fix its permissions or choose another --storage"
-        )

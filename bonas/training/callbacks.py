@@ -20,6 +20,7 @@ from optuna_integration import PyTorchLightningPruningCallback
 
 from bonas.core import records as R
 from bonas.study import promotion
+from bonas.study.claims import failed_by_peer
 from bonas.study.storage import trial_id
 from bonas.training.states import partial_name, state_name
 
@@ -94,10 +95,7 @@ class TrialGuard(Callback):
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         frozen = self.trial.storage.get_trial(trial_id(self.trial))
         if frozen.state != TrialState.RUNNING:
-            why = R.TrialRecord.of(frozen).reason or "no reason recorded"
-            raise TrialAbandoned(
-                f"a peer failed trial {self.trial.number} while this worker was away ({why}); its params were requeued"
-            )
+            raise TrialAbandoned(failed_by_peer(frozen))
 
 
 class PruningCallback(PyTorchLightningPruningCallback):

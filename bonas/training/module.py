@@ -10,11 +10,9 @@ torch's RNG and the per-epoch history.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import lightning.pytorch as pl
 import torch
@@ -23,6 +21,7 @@ from torch import nn
 
 from bonas.core.spec import TrainSpec
 from bonas.data.splits import Preprocess
+from bonas.training.recipe import OPTIMIZERS, SCHEDULES, Recipe
 
 VAL_ACC = "val_acc"  # the metric logged each epoch, watched by the pruning callback, the trial's value
 VAL_LOSS = "val_loss"
@@ -30,23 +29,6 @@ VAL_LOSS = "val_loss"
 
 class NonFiniteLoss(RuntimeError):
     """The training loss became NaN or infinite: the trial diverged."""
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How every network of a study trains (the config's [training] recipe fields)."""
-
-    schedule: str = "cosine"  # cosine | onecycle | constant
-    warmup_epochs: float = 0.0  # linear warm-up from lr/10 (cosine; onecycle has its own)
-    label_smoothing: float = 0.0
-    ema_decay: float = 0.0  # 0: off; else EMA of the weights, used for validation and the final model
-    channels_last: bool = True  # on CUDA only: faster convolutions with bf16
-
-    @classmethod
-    def of(cls, training) -> Recipe:
-        return cls(
-            training.schedule, training.warmup_epochs, training.label_smoothing, training.ema_decay, training.channels_last
-        )
 
 
 class Classifier(pl.LightningModule):
@@ -146,50 +128,19 @@ class Classifier(pl.LightningModule):
 
     def configure_optimizers(self):
         s, r = self.spec, self.recipe
-        params = self.net.parameters()
-        if s.optimizer == "sgd":
-            opt = torch.optim.SGD(params, lr=s.lr, momentum=0.9, nesterov=True, weight_decay=s.weight_decay)
-        elif s.optimizer == "adam":
-            opt = torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay)
-        elif s.optimizer == "adamw":
-            opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
-        elif s.optimizer == "rmsprop":
-            opt = torch.optim.RMSprop(params, lr=s.lr, weight_decay=s.weight_decay)
-        else:
-            raise ValueError(f"unknown optimizer {s.optimizer!r}")
-        if r.schedule == "constant":
+        opt = OPTIMIZERS[s.optimizer](self.net.parameters(), s.lr, s.weight_decay)
+        schedule = SCHEDULES[r.schedule]
+        if schedule is None:
             return opt
         if self.progress is not None:  # the lr reaches its end exactly at the deadline, however many epochs that is
             warmup = 0.05 if r.warmup_epochs else 0.0
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: timed_multiplier(r.schedule, self.progress(), warmup))
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        if r.schedule == "onecycle":
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s.lr, total_steps=total)
+            multiplier = lambda _: schedule(self.progress(), warmup)  # noqa: E731
         else:
-            warmup = min(total - 1, round(r.warmup_epochs * total / max(1, self.max_epochs)))
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: warmup_cosine(step, warmup, total))
+            total = max(1, int(self.trainer.estimated_stepping_batches))
+            warmup = min(1.0, r.warmup_epochs / max(1, self.max_epochs))
+            multiplier = lambda step: schedule(step / total, warmup)  # noqa: E731
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, multiplier)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-
-def timed_multiplier(schedule: str, progress: float, warmup: float) -> float:
-    """The lr multiplier at ``progress`` (0..1) of a time-bounded training: cosine (after a linear warm-up from
-    0.1 over the first ``warmup`` share), or one-cycle's shape (up from 1/25 over the first 30 %, then down)."""
-    p = min(1.0, max(0.0, progress))
-    if schedule == "onecycle":
-        if p < 0.3:
-            return 1 / 25 + (1 - 1 / 25) * (1 - math.cos(math.pi * p / 0.3)) / 2
-        return 1e-4 + (1 - 1e-4) * (1 + math.cos(math.pi * (p - 0.3) / 0.7)) / 2
-    if p < warmup:
-        return 0.1 + 0.9 * p / warmup
-    return 0.5 * (1 + math.cos(math.pi * (p - warmup) / max(1e-9, 1 - warmup)))
-
-
-def warmup_cosine(step: int, warmup: int, total: int) -> float:
-    """The lr multiplier: linear from 0.1 to 1 over ``warmup`` steps, then cosine to 0 at ``total``."""
-    if step < warmup:
-        return 0.1 + 0.9 * step / warmup
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
 
 def accelerator() -> str:
@@ -200,14 +151,6 @@ def resolve_precision(precision: str) -> str:
     if precision != "auto":
         return precision
     return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
-
-
-def recipe_callbacks(recipe: Recipe) -> list[pl.Callback]:
-    if recipe.ema_decay <= 0:
-        return []
-    from lightning.pytorch.callbacks import EMAWeightAveraging
-
-    return [EMAWeightAveraging(decay=recipe.ema_decay)]
 
 
 def make_trainer(
@@ -224,7 +167,7 @@ def make_trainer(
         enable_progress_bar=verbose,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        callbacks=[*recipe_callbacks(recipe or Recipe()), *callbacks],
+        callbacks=[*(recipe or Recipe()).callbacks(), *callbacks],
         deterministic=False,
         **kwargs,
     )

@@ -12,7 +12,6 @@ paused and may still be promoted.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import FrozenTrial, TrialState
 
 from bonas.core import records as R
+from bonas.study.artifacts import trial_artifacts
 from bonas.study.storage import storage_of, study_id
 
 log = logging.getLogger("bonas.training.states")
@@ -39,14 +39,8 @@ def partial_name(artifact_id: str) -> str:
 
 
 def state_artifact(trial: FrozenTrial) -> str | None:
-    """The id of ``trial``'s training-state artifact, if it saved one (read from the trial's own record, as
-    optuna.artifacts.get_all_artifact_meta does, without one database call per trial)."""
-    for key, meta in trial.system_attrs.items():
-        if key.startswith("artifacts:") and isinstance(meta, str):
-            info = json.loads(meta)
-            if info.get("filename") == state_name(trial.number):
-                return info["artifact_id"]
-    return None
+    """The id of ``trial``'s training-state artifact, if it saved one."""
+    return trial_artifacts(trial).get(state_name(trial.number))
 
 
 @dataclass(frozen=True)
