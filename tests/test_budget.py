@@ -15,18 +15,14 @@ from bonas.study.budget import Spent, Verdict, budget_status, study_elapsed
 from bonas.study.claims import fail_and_requeue, requeue
 from bonas.study.lock import StudyLock
 from bonas.study.storage import open_storage
-from tests.conftest import write_tiny_config
+from tests.helpers import frozen_trial, write_tiny_config
 
 BIN = Path(sys.executable).parent
 T0 = datetime(2026, 1, 1)
 
 
 def frozen(number: int, state: TrialState, start: float | None = 0, stop: float | None = 1) -> optuna.trial.FrozenTrial:
-    begin = T0 + timedelta(seconds=start) if start is not None else None
-    end = T0 + timedelta(seconds=stop) if stop is not None and state.is_finished() else None
-    return optuna.trial.FrozenTrial(
-        number, state, 0.5 if state == TrialState.COMPLETE else None, begin, end, {}, {}, {}, {}, {}, number
-    )
+    return frozen_trial(number, state, 0.5 if state == TrialState.COMPLETE else None, start=start, stop=stop)
 
 
 def test_elapsed_is_the_union_of_trial_intervals():

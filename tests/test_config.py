@@ -12,7 +12,7 @@ import pytest
 from bonas.cli import main
 from bonas.config import COMPARABLE_SECTIONS, config_from_dict, load_config, parse_config
 from bonas.core.errors import ConfigError
-from tests.conftest import ROOT, tiny_config_text
+from tests.helpers import ROOT, tiny_config_text
 
 PRESETS = sorted((ROOT / "studies").glob("*.toml"))
 

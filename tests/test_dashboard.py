@@ -22,9 +22,10 @@ from optuna.trial import TrialState
 from bonas.cli import main
 from bonas.config import load_config
 from bonas.search.worker import Worker, prepare_worker
+from bonas.study.storage import storage_of, study_id, trial_id
 from bonas.study.studies import open_existing
 from bonas.study.urls import resolve_storage
-from tests.conftest import ROOT, make_mixed_study, require, write_tiny_config
+from tests.helpers import ROOT, make_mixed_study, require, write_tiny_config
 from tests.servers import free_port
 
 CHROMIUM = "/usr/bin/chromium"
@@ -108,10 +109,10 @@ def test_every_trial_has_an_architecture_note(study_dir):
     from optuna_dashboard._note import get_note_from_system_attrs
 
     study = open_existing(str(study_dir)).study
-    attrs = study._storage.get_study_system_attrs(study._study_id)
+    attrs = storage_of(study).get_study_system_attrs(study_id(study))
     states = {}
     for t in study.trials:
-        note = get_note_from_system_attrs(attrs, t._trial_id)["body"]
+        note = get_note_from_system_attrs(attrs, trial_id(t))["body"]
         states[t.state] = note
         assert note.startswith(f"### Trial {t.number}: {t.state.name}")
         assert "- **ended** " in note
@@ -129,7 +130,7 @@ def test_top_k_artifacts_only(study_dir):
     folder = study_dir.parent / "dash.artifacts"
     files = {p.name for p in folder.iterdir()}
     complete = sorted((t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: -t.values[0])
-    metas = [m for t in complete[:2] for m in optuna.artifacts.get_all_artifact_meta(t, storage=study._storage)]
+    metas = [m for t in complete[:2] for m in optuna.artifacts.get_all_artifact_meta(t, storage=storage_of(study))]
     kinds = sorted(m.filename.split("-", 2)[2] for m in metas)
     assert kinds == sorted(["weights.pt", "arch.json", "curve.png", "state.ckpt"] * min(2, len(complete))), kinds
     assert files == {m.artifact_id for m in metas}, "nothing else is left in the store"
@@ -154,8 +155,8 @@ def test_artifacts_are_served_safely(dashboard, study_dir):
     url, _, _ = dashboard
     study = open_existing(str(study_dir)).study
     best = max((t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: t.values[0])
-    metas = {m.filename.rsplit("-", 1)[-1]: m for m in optuna.artifacts.get_all_artifact_meta(best, storage=study._storage)}
-    base = f"{url}/artifacts/{study._study_id}/{best._trial_id}"
+    metas = {m.filename.rsplit("-", 1)[-1]: m for m in optuna.artifacts.get_all_artifact_meta(best, storage=storage_of(study))}
+    base = f"{url}/artifacts/{study_id(study)}/{trial_id(best)}"
     status, headers, body = fetch(f"{base}/{metas['curve.png'].artifact_id}")
     assert status == 200 and headers["Content-Type"] == "image/png" and body[:8] == b"\x89PNG\r\n\x1a\n"
     assert headers["X-Content-Type-Options"] == "nosniff" and "Access-Control-Allow-Origin" not in headers
@@ -163,12 +164,12 @@ def test_artifacts_are_served_safely(dashboard, study_dir):
     assert status == 200 and headers["Content-Type"] == "application/octet-stream"
     assert headers["Content-Disposition"] == "attachment"
     # an HTML upload through the dashboard's own API is refused
-    running = study._storage.create_new_trial(study._study_id)
+    running = storage_of(study).create_new_trial(study_id(study))
     page = base64.b64encode(b"<script>alert(1)</script>").decode()
     payload = json.dumps({"file": "data:text/html;base64," + page, "filename": "x.html"})
-    status, _, body = fetch(f"{url}/api/artifacts/{study._study_id}/{running}", payload.encode())
+    status, _, body = fetch(f"{url}/api/artifacts/{study_id(study)}/{running}", payload.encode())
     assert status == 400 and b"not text/html" in body
-    study._storage.set_trial_state_values(running, TrialState.FAIL)
+    storage_of(study).set_trial_state_values(running, TrialState.FAIL)
 
 
 def test_a_trial_pushed_out_of_the_top_k_answers_410(evicted):
@@ -178,17 +179,17 @@ def test_a_trial_pushed_out_of_the_top_k_answers_410(evicted):
     path, study, hopeless, good = evicted
     assert [hopeless.state, good.state] == [TrialState.COMPLETE, TrialState.COMPLETE] and good.values[0] > hopeless.values[0]
     folder = path.parent / "evict.artifacts"
-    gone = optuna.artifacts.get_all_artifact_meta(hopeless, storage=study._storage)
-    kept = optuna.artifacts.get_all_artifact_meta(good, storage=study._storage)
+    gone = optuna.artifacts.get_all_artifact_meta(hopeless, storage=storage_of(study))
+    kept = optuna.artifacts.get_all_artifact_meta(good, storage=storage_of(study))
     assert len(gone) == len(kept) == 4, "both trials uploaded weights, ArchSpec, curve and training state while in the top 1"
     assert not any((folder / m.artifact_id).exists() for m in gone) and all((folder / m.artifact_id).exists() for m in kept)
     with serving(path) as (url, _, _):
         for m in gone:
-            status, headers, body = fetch(f"{url}/artifacts/{study._study_id}/{hopeless._trial_id}/{m.artifact_id}")
+            status, headers, body = fetch(f"{url}/artifacts/{study_id(study)}/{trial_id(hopeless)}/{m.artifact_id}")
             assert status == 410 and b"top-k" in body, (m.filename, status, body)
             assert headers["X-Content-Type-Options"] == "nosniff"
         for m in kept:
-            status, _, body = fetch(f"{url}/artifacts/{study._study_id}/{good._trial_id}/{m.artifact_id}")
+            status, _, body = fetch(f"{url}/artifacts/{study_id(study)}/{trial_id(good)}/{m.artifact_id}")
             assert status == 200 and body == (folder / m.artifact_id).read_bytes()
 
 
@@ -204,18 +205,22 @@ def test_html_and_svg_artifacts_are_served_as_downloads(evicted, tmp_path):
         "page.html": (b"<html><script>alert(1)</script></html>", "text/html"),
         "pic.svg": (b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(2)"/>', "image/svg+xml"),
     }
-    tid = study._storage.create_new_trial(study._study_id)
-    trial = study._storage.get_trial(tid)
+    tid = storage_of(study).create_new_trial(study_id(study))
+    trial = storage_of(study).get_trial(tid)
     urls = {}
     for name, (content, mimetype) in files.items():
         (tmp_path / name).write_bytes(content)
         on_trial = upload_artifact(
-            artifact_store=store, file_path=str(tmp_path / name), study_or_trial=trial, storage=study._storage, mimetype=mimetype
+            artifact_store=store,
+            file_path=str(tmp_path / name),
+            study_or_trial=trial,
+            storage=storage_of(study),
+            mimetype=mimetype,
         )
         on_study = upload_artifact(artifact_store=store, file_path=str(tmp_path / name), study_or_trial=study, mimetype=mimetype)
-        urls[f"{name} on the trial"] = (f"/artifacts/{study._study_id}/{tid}/{on_trial}", content)
-        urls[f"{name} on the study"] = (f"/artifacts/{study._study_id}/{on_study}", content)
-    study._storage.set_trial_state_values(tid, TrialState.FAIL)
+        urls[f"{name} on the trial"] = (f"/artifacts/{study_id(study)}/{tid}/{on_trial}", content)
+        urls[f"{name} on the study"] = (f"/artifacts/{study_id(study)}/{on_study}", content)
+    storage_of(study).set_trial_state_values(tid, TrialState.FAIL)
     with serving(path) as (url, _, _):
         for what, (route, content) in urls.items():
             status, headers, body = fetch(url + route)
@@ -243,9 +248,9 @@ def test_artifact_route_refuses_path_traversal(dashboard, study_dir):
     url, _, _ = dashboard
     study = open_existing(str(study_dir)).study
     best = max((t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: t.values[0])
-    real = optuna.artifacts.get_all_artifact_meta(best, storage=study._storage)[0].artifact_id
+    real = optuna.artifacts.get_all_artifact_meta(best, storage=storage_of(study))[0].artifact_id
     config_text = study_dir.read_bytes()  # a file one level above the store: dash.toml beside dash.artifacts
-    sid, tid = study._study_id, best._trial_id
+    sid, tid = study_id(study), trial_id(best)
     attempts = [
         f"/artifacts/{sid}/{tid}/..%2F..%2Fetc%2Fpasswd",
         f"/artifacts/{sid}/{tid}/../../etc/passwd",

@@ -18,46 +18,9 @@ from bonas.data.idx import DEBIAN_FASHION_MNIST, read_idx
 from bonas.data.raw import balanced_subset, stratified_split
 from bonas.data.sources import load_raw
 from bonas.data.splits import Batches, Preprocess, channel_stats, load_splits, random_crop
-from tests.conftest import require, tiny_config_text
+from tests.helpers import make_cifar_dir, make_idx_dir, make_image_tree, require, tiny_config_text
 
 RNG = np.random.default_rng(0)
-
-
-def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> None:
-    """The IDX format of the original (Fashion-)MNIST files: magic 0x0000 08 <ndim>, big-endian dims, bytes."""
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
-    data = header + array.astype(np.uint8).tobytes()
-    path.write_bytes(gzip.compress(data) if compress else data)
-
-
-def make_idx_dir(folder: Path, n_train: int = 60, n_test: int = 20, compress: bool = True) -> dict[str, np.ndarray]:
-    folder.mkdir(parents=True, exist_ok=True)
-    arrays = {
-        "train-images-idx3-ubyte": RNG.integers(0, 256, (n_train, 28, 28)),
-        "train-labels-idx1-ubyte": np.arange(n_train) % 10,
-        "t10k-images-idx3-ubyte": RNG.integers(0, 256, (n_test, 28, 28)),
-        "t10k-labels-idx1-ubyte": np.arange(n_test) % 10,
-    }
-    for name, array in arrays.items():
-        write_idx(folder / (name + (".gz" if compress else "")), array, compress)
-    return arrays
-
-
-def make_cifar_dir(folder: Path, hundred: bool = False, per_batch: int = 20) -> None:
-    """CIFAR's python version: pickled dicts with b'data' (N x 3072 uint8, RGB planes) and labels."""
-    folder.mkdir(parents=True)
-    label_key = b"fine_labels" if hundred else b"labels"
-    n_classes = 100 if hundred else 10
-
-    def batch(n: int) -> dict:
-        return {b"data": RNG.integers(0, 256, (n, 3072)).astype(np.uint8), label_key: [i % n_classes for i in range(n)]}
-
-    train_files = ["train"] if hundred else [f"data_batch_{i}" for i in range(1, 6)]
-    for f in train_files:
-        (folder / f).write_bytes(pickle.dumps(batch(per_batch * (5 if hundred else 1))))
-    (folder / ("test" if hundred else "test_batch")).write_bytes(pickle.dumps(batch(per_batch)))
-    meta = {(b"fine_label_names" if hundred else b"label_names"): [f"c{i}".encode() for i in range(n_classes)]}
-    (folder / ("meta" if hundred else "batches.meta")).write_bytes(pickle.dumps(meta))
 
 
 def cfg(tmp_path: Path, **kw) -> DataConfig:
@@ -156,16 +119,6 @@ def test_cifar_batches_in_numpy_and_python_pickle_protocols_load(tmp_path):
         (folder / f"data_batch_{i}").write_bytes(data)
     raw = load_raw("cifar10", cfg(tmp_path))
     assert raw.train_x.shape == (100, 3, 32, 32) and raw.train_y.tolist()[:3] == [0, 1, 2]
-
-
-def make_image_tree(root: Path, classes=("cat", "dog", "owl"), per_class: int = 6, size: int = 12) -> None:
-    from PIL import Image
-
-    for c in classes:
-        (root / c).mkdir(parents=True)
-        for i in range(per_class):
-            pixels = RNG.integers(0, 256, (size, size + 4, 3)).astype(np.uint8)
-            Image.fromarray(pixels).save(root / c / f"{i}.{'png' if i % 2 else 'jpg'}")
 
 
 @pytest.mark.parametrize("channels", [1, 3])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
-
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -15,7 +13,7 @@ from bonas.search.objective import CostAwarePruning
 from bonas.search.worker import Worker, prepare_worker
 from bonas.study.studies import open_existing
 from bonas.study.urls import resolve_storage
-from tests.conftest import write_tiny_config
+from tests.helpers import frozen_trial, write_tiny_config
 
 GOOD = {
     "n_blocks": 1,
@@ -97,10 +95,7 @@ def test_multi_objective_study(tmp_path, sampler, extra, capsys, caplog):
 
 
 def frozen(number, cost, curve, state=TrialState.COMPLETE):
-    now = datetime.datetime.now()
-    return R.TrialRecord.of(
-        optuna.trial.FrozenTrial(number, state, None, now, now, {}, {}, {R.COST: cost, R.CURVE: curve}, {}, {}, number)
-    )
+    return R.TrialRecord.of(frozen_trial(number, state, attrs={R.COST: cost, R.CURVE: curve}))
 
 
 def test_cost_aware_threshold_compares_with_no_costlier_trials_only():

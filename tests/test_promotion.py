@@ -3,9 +3,6 @@ promoted trials go on from their paused state without training any epoch twice."
 
 from __future__ import annotations
 
-import datetime
-
-import optuna
 from optuna.trial import TrialState
 
 from bonas.config import load_config
@@ -13,20 +10,17 @@ from bonas.core import records as R
 from bonas.search.worker import Worker, prepare_worker
 from bonas.study import promotion
 from bonas.study.urls import resolve_storage
-from tests.conftest import write_tiny_config
+from tests.helpers import frozen_trial, write_tiny_config
 
 P, C, RUN = TrialState.PRUNED, TrialState.COMPLETE, TrialState.RUNNING
 
 
 def rec(number: int, state: TrialState, curve: list[float], paused: int = 0, promoted_from: int | None = None) -> R.TrialRecord:
-    now = datetime.datetime.now()
     system = {R.SYS_PROMOTED_FROM: promoted_from} if promoted_from is not None else {}
     attrs = {R.PAUSED: paused} if paused else {}
-    value = curve[-1] if state == C else None
-    t = optuna.trial.FrozenTrial(
-        number, state, value, now, now if state.is_finished() else None, {}, {}, attrs, system, dict(enumerate(curve)), number
+    return R.TrialRecord.of(
+        frozen_trial(number, state, curve[-1] if state == C else None, attrs=attrs, system=system, curve=curve)
     )
-    return R.TrialRecord.of(t)
 
 
 def test_rungs_are_min_resource_times_powers_of_eta_below_max_epochs():
@@ -57,10 +51,8 @@ def test_the_highest_rung_is_promoted_first():
 
 
 def test_counts_leave_promotions_and_reused_results_out():
-    now = datetime.datetime.now()
-
     def frozen(n, state, attrs=None, system=None):
-        return optuna.trial.FrozenTrial(n, state, 0.5 if state == C else None, now, now, {}, {}, attrs or {}, system or {}, {}, n)
+        return frozen_trial(n, state, 0.5 if state == C else None, attrs=attrs, system=system)
 
     trials = [
         frozen(0, P, {R.PAUSED: 1}),

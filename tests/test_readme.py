@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bonas.cli import build_parser
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 README = (ROOT / "README.md").read_text()
 BIN = Path(sys.executable).parent
@@ -55,7 +55,7 @@ def test_make_search_runs_the_default_study(tmp_path):
 def made_study(tmp_path_factory):
     """A real 3-trial study (so `--top 2` leaves one out)."""
     from bonas.cli import main
-    from tests.conftest import tiny_config_text
+    from tests.helpers import tiny_config_text
 
     folder = tmp_path_factory.mktemp("readme")
     path = folder / "tiny.toml"

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from bonas.cli import main
 from bonas.study.studies import open_existing
-from tests.conftest import make_mixed_study, tiny_config_text
+from tests.helpers import make_mixed_study, tiny_config_text
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from bonas.config import load_config
 from bonas.core import records as R
 from bonas.search.worker import Worker, prepare_worker
 from bonas.study.urls import resolve_storage
-from tests.conftest import write_tiny_config
+from tests.helpers import write_tiny_config
 
 BIN = Path(sys.executable).parent
 GOOD = {

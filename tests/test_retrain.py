@@ -11,7 +11,7 @@ from bonas.cli import main
 from bonas.model.checkpoint import FORMAT, load_checkpoint
 from bonas.model.export import deployed_from_checkpoint, export
 from bonas.study.studies import open_existing
-from tests.conftest import tiny_config_text
+from tests.helpers import tiny_config_text
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,7 @@ from bonas.commands.run import parse_duration
 from bonas.config import load_config
 from bonas.core import records as R
 from bonas.data.idx import DEBIAN_FASHION_MNIST
-from tests.conftest import ROOT, require, write_tiny_config
-from tests.test_data import make_cifar_dir
+from tests.helpers import ROOT, make_cifar_dir, require, write_tiny_config
 
 BIN = Path(sys.executable).parent
 

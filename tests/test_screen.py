@@ -10,7 +10,7 @@ from bonas.core import records as R
 from bonas.search.screen import judge
 from bonas.search.worker import Worker, prepare_worker
 from bonas.study.urls import resolve_storage
-from tests.conftest import write_tiny_config
+from tests.helpers import write_tiny_config
 
 
 def test_low_scoring_networks_are_stopped_before_training(tmp_path):

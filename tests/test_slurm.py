@@ -19,9 +19,8 @@ import pytest
 from optuna.trial import FrozenTrial, TrialState
 
 from bonas.cli import main
-from tests.conftest import require, tiny_config_text
+from tests.helpers import FAST, audit, load, require, tiny_config_text, wait_for
 from tests.servers import PG_URL, fresh_database, pg_available
-from tests.test_workers import FAST, audit, load, wait_for
 
 SECRET = "hunter2-slurm"
 FAKE_PG = f"postgresql://bonas:{SECRET}@db.example:5432/bonas"  # never contacted: --dry-run checks nothing remote

@@ -12,7 +12,7 @@ from bonas.config import load_config, parse_config
 from bonas.core.spec import ArchSpec
 from bonas.model.build import build_model, count_flops, count_params, summarize
 from bonas.search.space import enumerate_params, specs_from_params, suggest_arch, suggest_training
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]
 PRESETS = sorted((ROOT / "studies").glob("*.toml"))

@@ -20,7 +20,7 @@ from bonas.search.worker import Worker, prepare_worker
 from bonas.study.retry import Fault, classify
 from bonas.study.storage import BonasStorage, open_storage
 from bonas.study.urls import resolve_storage
-from tests.conftest import require, write_tiny_config
+from tests.helpers import require, write_tiny_config
 from tests.servers import MYSQL_URL, PG_URL, fresh_database, mysql_available, pg_available
 
 

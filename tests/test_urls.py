@@ -7,7 +7,7 @@ import pytest
 from bonas.config import parse_config
 from bonas.core.errors import StorageError
 from bonas.study.urls import check_storage_url, mask_url, resolve_storage, shell_url
-from tests.conftest import tiny_config_text
+from tests.helpers import tiny_config_text
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from bonas.config import load_config
 from bonas.search.space import enumerate_params
 from bonas.study.budget import EXHAUSTED_AFTER
 from bonas.study.studies import open_existing, read_trials_file
-from tests.conftest import ROOT, tiny_config_text
+from tests.helpers import ROOT, tiny_config_text
 
 PLAIN = dict(sampler="random", sampler_extra="", pruner="none", pruner_extra="")  # every trial runs as enqueued, to the end
 

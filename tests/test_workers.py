@@ -22,13 +22,11 @@ from optuna.trial import TrialState
 from bonas.cli import main
 from bonas.config import load_config
 from bonas.search.worker import Worker, prepare_worker
-from bonas.study.budget import study_elapsed
 from bonas.study.storage import open_storage
-from tests.conftest import require, write_tiny_config
+from tests.helpers import FAST, audit, load, require, sqlite_url, wait_for, write_tiny_config
 from tests.servers import MYSQL_URL, PG_URL, PrivatePostgres, fresh_database, mysql_available, pg_available
 
 BIN = Path(sys.executable).parent
-FAST = "[workers]\nheartbeat_interval = 1\ngrace_period = 3\n"
 # ~0.5 s per epoch on 2 cores, 3 epochs: long enough to catch a trial inside Lightning's fit
 SLOW = dict(epochs=3, train_subset=600, val_subset=100, extra=FAST)
 
@@ -67,26 +65,6 @@ class Proc:
         os.kill(self.p.pid, sig)
 
 
-_storages: dict[str, object] = {}
-
-
-def load(url: str, name: str = "par") -> optuna.Study:
-    """The study, through one storage per URL (polling must not open a new engine every time)."""
-    if url not in _storages:
-        _storages[url] = open_storage(url)
-    return optuna.load_study(study_name=name, storage=_storages[url])
-
-
-def wait_for(condition, timeout: float = 120, every: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 def running_in_fit(url: str, pid: int | None = None, name: str = "par"):
     """A RUNNING trial (of worker ``pid``) that has reported its first epoch and no other: it is inside
     Lightning's fit with epochs still to go, so a signal sent now lands mid-training."""
@@ -104,16 +82,6 @@ def running_in_fit(url: str, pid: int | None = None, name: str = "par"):
     return probe
 
 
-def audit(url: str, n_trials: int, name: str = "par") -> list[optuna.trial.FrozenTrial]:
-    trials = load(url, name).get_trials()
-    states = [t.state for t in trials]
-    assert [t.number for t in trials] == list(range(len(trials))), "trial numbers unique and dense"
-    counted = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and "reused_from" not in t.user_attrs]
-    assert len(counted) == n_trials, states  # what the budget counts: finished trials that trained (a reused result is free)
-    assert TrialState.RUNNING not in states and TrialState.WAITING not in states, states
-    return trials
-
-
 def reaped_by(worker: Proc, grace: int = 3) -> str:
     """The end_reason a peer (worker index 1) writes on a dead worker's trial (bonas.study.budget), as a regex."""
     name = f"{re.escape(os.uname().nodename)}:{worker.pid}:w1"
@@ -123,10 +91,6 @@ def reaped_by(worker: Proc, grace: int = 3) -> str:
 def dropped(trial: int) -> str:
     """What a worker prints when it finds its trial failed by a peer (bonas.search.worker, bonas.objective.TrialGuard)."""
     return rf"trial {trial} dropped: a peer failed (trial {trial}|this trial|it) while this worker was away"
-
-
-def sqlite_url(folder: Path) -> str:
-    return f"sqlite:///{folder / 'par.db'}"
 
 
 @pytest.fixture
@@ -152,32 +116,7 @@ def any_url(request, tmp_path):
     return request.getfixturevalue("pg_db")
 
 
-# --- the budget --------------------------------------------------------------------------------------
-
-
-def test_elapsed_is_the_union_of_trial_intervals():
-    from datetime import datetime, timedelta
-
-    t0 = datetime(2026, 1, 1)
-
-    def trial(a, b, state=TrialState.COMPLETE):
-        return optuna.trial.FrozenTrial(
-            0,
-            state,
-            0.5 if state == TrialState.COMPLETE else None,
-            t0 + timedelta(seconds=a),
-            t0 + timedelta(seconds=b) if b is not None else None,
-            {},
-            {},
-            {},
-            {},
-            {},
-            0,
-        )
-
-    # two workers overlapping on [0, 10] and [5, 12], then a gap, then [20, 25]
-    assert study_elapsed([trial(0, 10), trial(5, 12), trial(20, 25)]) == 17
-    assert study_elapsed([trial(0, None, TrialState.RUNNING)], now=t0 + timedelta(seconds=4)) == 4
+# --- the budget (its accounting: tests/test_budget.py) -----------------------------------------------
 
 
 def test_workers_flag_finishes_exactly_the_budget(tmp_path):

@@ -49,6 +49,14 @@ def _worker_main(
     sys.exit(exit_code(summary))
 
 
+def placement(index: int, n_workers: int, n_gpus: int) -> tuple[int | None, int]:
+    """(the GPU worker ``index`` gets, or None: all of them see the same devices; how many workers split the
+    CPU cores). Several GPUs: one each, round robin. One GPU: every worker shares it (small networks leave most
+    of a large GPU idle). No GPU: the workers split the cores."""
+    gpu = index % n_gpus if n_gpus > 1 else None
+    return gpu, n_workers if n_gpus == 0 else 1
+
+
 def spawn_workers(
     config: StudyConfig,
     url: str,
@@ -66,8 +74,8 @@ def spawn_workers(
     n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     procs = []
     for i in range(n_workers):
-        gpu = i % n_gpus if n_gpus > 1 else None
-        args = (config, url, i, n_workers if n_gpus == 0 else 1, n_trials, timeout, verbose, gpu, deadline)
+        gpu, sharing_cores = placement(i, n_workers, n_gpus)
+        args = (config, url, i, sharing_cores, n_trials, timeout, verbose, gpu, deadline)
         p = ctx.Process(target=_worker_main, args=args, name=f"bonas-worker-{i}")
         p.start()
         procs.append(p)

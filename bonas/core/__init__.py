@@ -1,0 +1,21 @@
+"""The bottom layer: the errors bonas raises on purpose, the trial record (every attribute a study or trial
+carries, and the rules over them), and the specs between the search space and the model. Nothing here imports
+torch, Lightning or any other layer of bonas."""
+
+from bonas.core.errors import BonasError, ConfigError, DataError, SchedulerError, StorageError, StudyError, UsageError
+from bonas.core.records import TrialRecord
+from bonas.core.spec import ArchSpec, BlockSpec, TrainSpec
+
+__all__ = [
+    "ArchSpec",
+    "BlockSpec",
+    "BonasError",
+    "ConfigError",
+    "DataError",
+    "SchedulerError",
+    "StorageError",
+    "StudyError",
+    "TrainSpec",
+    "TrialRecord",
+    "UsageError",
+]

@@ -31,6 +31,7 @@ from bonas.search.space import suggest_arch, suggest_training
 from bonas.study import promotion
 from bonas.study.samplers import PRUNERS
 from bonas.study.storage import study_id, trial_id
+from bonas.training import device
 from bonas.training.callbacks import (
     CostAwarePruning,
     Deadline,
@@ -115,7 +116,7 @@ class Objective:
         self.splits = splits
         self.verbose = verbose
         self.states = states if config.workers.checkpoint else None  # (artifact store, its folder)
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = device.current().name
         o = config.objective
         self.multi = len(o.metrics) > 1
         self.latency_time = o.latency_time_s or (0.05 if ("latency" in o.metrics or o.max_latency_ms) else 0.0)

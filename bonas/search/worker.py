@@ -39,6 +39,7 @@ from bonas.study.retry import CONNECT_RETRY_S, first_line
 from bonas.study.storage import BonasStorage, open_storage, storage_of, trial_id
 from bonas.study.studies import create_or_resume, stored_config
 from bonas.study.urls import mask_url
+from bonas.training import device
 from bonas.training.callbacks import TrialDeadline
 from bonas.training.module import quiet_lightning, set_threads
 
@@ -167,8 +168,9 @@ class Worker:
         self.index = index
         self.verbose = verbose
         self.lock, self.storage, self.study = open_study(config, url, splits.describe(), seed)
-        if torch.cuda.is_available():  # the whole data set lives on the GPU: batches are slices there
-            splits = splits.to("cuda")
+        here = device.current()
+        if here.holds_data:  # the whole data set lives on the GPU: batches are slices there
+            splits = splits.to(here.name)
         self.keeper = Keeper(config, url)
         self.objective = Objective(config, splits, verbose=verbose, states=(self.keeper.store, self.keeper.folder))
         self.name = worker_name(index)

@@ -24,7 +24,8 @@ from bonas.core.spec import ArchSpec, TrainSpec
 from bonas.data.raw import balanced_subset
 from bonas.data.splits import Batches, Preprocess, Splits, channel_stats, load_splits
 from bonas.model.build import build_model, count_params, measure_latency
-from bonas.training.module import Classifier, accelerator, make_trainer
+from bonas.training import device
+from bonas.training.module import Classifier, make_trainer
 from bonas.training.recipe import Recipe
 
 # Testing an image (a forward pass, no augmentation) costs about a third of training on it; a half, to be safe.
@@ -126,8 +127,9 @@ def train_final(
     recipe = Recipe.of(config.training)
     torch.manual_seed(seed)
     net = build_model(arch, splits.input_shape, splits.n_classes)
-    if torch.cuda.is_available():
-        x, y = x.to("cuda"), y.to("cuda")
+    here = device.current()
+    if here.holds_data:
+        x, y = x.to(here.name), y.to(here.name)
     start = time.monotonic()
     stop = HardStop(deadline or float("inf"), len(splits.test_y), on_epoch)
     module = Classifier(net, train, preprocess, epochs or UNTIL_DEADLINE, recipe, None if epochs else stop.progress)
@@ -136,8 +138,7 @@ def train_final(
     trainer.fit(module, train_dataloaders=batches)
     fit_seconds = time.monotonic() - start
     test_acc, per_class, confusion = evaluate(net, preprocess, splits.test_x, splits.test_y, splits.n_classes)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    latency = measure_latency(net.to(device), splits.input_shape, 1, device, 0.2)
+    latency = measure_latency(net.to(here.name), splits.input_shape, 1, here.name, 0.2)
     result = {
         "test_acc": test_acc,
         "per_class_acc": dict(zip(splits.classes, per_class, strict=True)),
@@ -149,7 +150,7 @@ def train_final(
         "train_seconds": round(fit_seconds, 2),
         "parameters": count_params(net),
         "latency_ms_batch1": round(latency, 4),
-        "device": accelerator(),
+        "device": here.accelerator,
         "arch": arch.describe(),
         "train": train.to_dict(),
     }

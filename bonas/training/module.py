@@ -21,6 +21,7 @@ from torch import nn
 
 from bonas.core.spec import TrainSpec
 from bonas.data.splits import Preprocess
+from bonas.training import device
 from bonas.training.recipe import OPTIMIZERS, SCHEDULES, Recipe
 
 VAL_ACC = "val_acc"  # the metric logged each epoch, watched by the pruning callback, the trial's value
@@ -54,6 +55,7 @@ class Classifier(pl.LightningModule):
         self.spec = train
         self.recipe = recipe or Recipe()
         self.max_epochs = max_epochs
+        self.channels_last = False  # set in setup(), once the device is known
         self._loss_sum = torch.zeros(())
         self._correct = torch.zeros((), dtype=torch.long)
         self._seen = 0
@@ -65,13 +67,14 @@ class Classifier(pl.LightningModule):
         return self.net(x)
 
     def setup(self, stage: str) -> None:
-        if self.recipe.channels_last and torch.cuda.is_available():
+        self.channels_last = self.recipe.channels_last and device.current().channels_last
+        if self.channels_last:
             self.net.to(memory_format=torch.channels_last)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         x, y = batch
         x = self.preprocess(x, augment=self.trainer.training and self.spec.augment)
-        if self.recipe.channels_last and x.is_cuda:
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y
 
@@ -143,25 +146,16 @@ class Classifier(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-def accelerator() -> str:
-    return "gpu" if torch.cuda.is_available() else "cpu"
-
-
-def resolve_precision(precision: str) -> str:
-    if precision != "auto":
-        return precision
-    return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
-
-
 def make_trainer(
     max_epochs: int, callbacks: list, precision: str = "auto", verbose: bool = False, recipe: Recipe | None = None, **kwargs
 ) -> pl.Trainer:
     """The Trainer of a trial: one device, no checkpoints or loggers (Optuna's storage is the log)."""
+    here = device.current()
     return pl.Trainer(
         max_epochs=max_epochs,
-        accelerator=accelerator(),
+        accelerator=here.accelerator,
         devices=1,
-        precision=resolve_precision(precision),
+        precision=here.precision(precision),
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=verbose,
