@@ -8,7 +8,7 @@ BUDGET ?= 10m
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install search run workers dashboard report compare trials best test lint bench clean
+.PHONY: help install search run workers dashboard report compare trials best test test-fast lint bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ report: $(BIN)/bonas ## write reports/STUDY/index.html, figures and trials.csv
 
 test: $(BIN)/bonas ## run the test suite (set CI=true to turn skips for missing system parts into failures)
 	$(BIN)/python -m pytest $(ARGS)
+
+test-fast: $(BIN)/bonas ## the inner loop: no processes, servers, browsers or training longer than a second
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
 
 lint: $(BIN)/bonas ## ruff: lint (line length 130) and formatting
 	$(BIN)/ruff check bonas tests bench

@@ -176,6 +176,7 @@ def test_unwritable_studies_directory(tmp_path, capsys, tiny_config):
     assert "not writable" in line
 
 
+@pytest.mark.slow
 def test_unwritable_directory_by_permissions(tmp_path_factory, tiny_config):
     """A directory without write permission (as root: with the permission-override capability dropped)."""
     import tempfile
@@ -213,6 +214,7 @@ def test_bad_flags(tiny_config, capsys, argv, fragment):
     assert fragment in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_bad_input_from_a_real_process(tmp_path):
     """The installed entry point, not just main(): exit 2, one line, no traceback, no database."""
     path = write(tmp_path, tiny_config_text().replace("n_blocks = [1, 2]", "n_blocks = [2, 1]"))

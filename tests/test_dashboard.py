@@ -28,6 +28,8 @@ from bonas.study.urls import resolve_storage
 from tests.helpers import ROOT, make_mixed_study, require, write_tiny_config
 from tests.servers import free_port
 
+pytestmark = pytest.mark.slow  # worker processes, database servers, a browser or a scheduler: not in make test-fast
+
 CHROMIUM = "/usr/bin/chromium"
 OUTPUT = ROOT / "test-output"
 BIN = Path(sys.executable).parent

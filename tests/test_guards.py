@@ -40,6 +40,7 @@ print(json.dumps({"code": code, "heavy": heavy}))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv", [["--help"], ["trials", "{cfg}"], ["best", "{cfg}"]])
 def test_the_read_side_imports_no_training_stack(tmp_path, argv):
     cfg = made_study_without_training(tmp_path)
@@ -83,6 +84,7 @@ def test_several_workers_share_one_gpu_and_spread_over_many():
     assert [placement(i, 4, 2)[0] for i in range(4)] == [0, 1, 0, 1], "several: one each, round robin"
 
 
+@pytest.mark.slow
 def test_the_gpu_code_paths_run_on_the_cpu(tmp_path, monkeypatch):
     """bf16 autocast (Lightning's bf16-mixed, which runs on a CPU), channels_last weights and inputs, the data set
     moved to the device: a trial and a final training through the same code a GPU takes."""

@@ -15,6 +15,8 @@ from bonas.study.studies import open_existing
 from bonas.study.urls import resolve_storage
 from tests.helpers import frozen_trial, write_tiny_config
 
+pytestmark = pytest.mark.slow  # real trials: not in make test-fast
+
 GOOD = {
     "n_blocks": 1,
     "b0_width": 8,

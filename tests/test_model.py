@@ -188,6 +188,7 @@ def test_every_kind_trains_in_channels_last(name):
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["torchscript", "exported", "onnx"])
 def test_residual_and_separable_checkpoints_export(tmp_path, fmt):
     spec = arch(

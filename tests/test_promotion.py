@@ -3,6 +3,7 @@ promoted trials go on from their paused state without training any epoch twice."
 
 from __future__ import annotations
 
+import pytest
 from optuna.trial import TrialState
 
 from bonas.config import load_config
@@ -65,6 +66,7 @@ def test_counts_leave_promotions_and_reused_results_out():
     assert (c.finished, c.running, c.running_all) == (1, 1, 2)
 
 
+@pytest.mark.slow
 def test_asha_study_promotes_from_the_paused_state_and_never_trains_an_epoch_twice(tmp_path):
     path = write_tiny_config(
         tmp_path,

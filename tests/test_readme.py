@@ -39,6 +39,7 @@ def test_every_documented_make_target_exists():
     assert documented <= targets, documented - targets
 
 
+@pytest.mark.slow
 def test_make_search_runs_the_default_study(tmp_path):
     """`make search` as the README says (here with 2 trials into a scratch database)."""
     db = tmp_path / "digits.db"
@@ -92,6 +93,7 @@ def check_show(out: str, t) -> None:
     assert tuple(int(x.replace(",", "")) for x in total.groups()) == (t.user_attrs["params"], t.user_attrs["flops"]), out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["trials {cfg}", "trials {cfg} --top 2", "best {cfg}", "show {cfg} 0", "show {cfg} 1"])
 def test_readme_read_commands_on_a_real_study(made_study, command, capsys):
     """Each read command prints what the database holds: the leaderboard's rows in the order the trials'

@@ -15,6 +15,8 @@ from bonas.cli import main
 from bonas.study.studies import open_existing
 from tests.helpers import make_mixed_study, tiny_config_text
 
+pytestmark = pytest.mark.slow  # a real study: not in make test-fast
+
 
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory):

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 import torch
 from optuna.trial import TrialState
 
@@ -19,6 +20,8 @@ from bonas.core import records as R
 from bonas.search.worker import Worker, prepare_worker
 from bonas.study.urls import resolve_storage
 from tests.helpers import write_tiny_config
+
+pytestmark = pytest.mark.slow  # worker processes, database servers, a browser or a scheduler: not in make test-fast
 
 BIN = Path(sys.executable).parent
 GOOD = {

@@ -13,6 +13,8 @@ from bonas.model.export import deployed_from_checkpoint, export
 from bonas.study.studies import open_existing
 from tests.helpers import tiny_config_text
 
+pytestmark = pytest.mark.slow  # real training and exports: not in make test-fast
+
 
 @pytest.fixture(scope="module")
 def retrained(tmp_path_factory):

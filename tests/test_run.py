@@ -19,6 +19,8 @@ from bonas.core import records as R
 from bonas.data.idx import DEBIAN_FASHION_MNIST
 from tests.helpers import ROOT, make_cifar_dir, require, write_tiny_config
 
+pytestmark = pytest.mark.slow  # bonas run with real budgets: not in make test-fast
+
 BIN = Path(sys.executable).parent
 
 
@@ -44,7 +46,7 @@ def test_bad_budget_is_one_line_and_exit_2(tmp_path):
 
 def test_run_holds_its_budget_and_writes_a_tested_model(tmp_path):
     path = write_tiny_config(tmp_path, "rn", n_trials=3, epochs=2, train_subset=300, val_subset=100)
-    budget = 30
+    budget = 20
     start = time.monotonic()
     proc = subprocess.run(
         [
@@ -86,11 +88,12 @@ def test_run_holds_its_budget_and_writes_a_tested_model(tmp_path):
 
 PRESETS = sorted(p.stem for p in (ROOT / "studies").glob("*.toml"))
 GPU_SIZED = {"cifar10", "fashion-mnist-gpu"}  # their headers say so
+BUDGET_S = {"fashion-mnist": 20}  # its 10 000-image epochs need the time; digits presets train an epoch in a second
 
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_run_works_on_every_preset(preset, tmp_path, monkeypatch, capsys):
-    """Each preset, as shipped, from a 20-second budget to a tested model (CIFAR-10: small files in its real format),
+    """Each preset, as shipped, from a 10- to 20-second budget to a tested model (CIFAR-10: small files in its real format),
     in this process (a new one per preset would add its start-up). A budget too small for one whole trial still
     ends with a model: the trial that learned best so far.
 
@@ -99,8 +102,8 @@ def test_run_works_on_every_preset(preset, tmp_path, monkeypatch, capsys):
     time: a model, or exit 2 with one line, the stopped trial's params queued again and no model written."""
     from bonas.cli import main
 
-    budget = 20
     gpu_on_cpu = preset in GPU_SIZED and not torch.cuda.is_available()
+    budget = 10 if gpu_on_cpu else BUDGET_S.get(preset, 12)
     copy = tmp_path / f"{preset}.toml"
     copy.write_text((ROOT / "studies" / f"{preset}.toml").read_text())
     if (ROOT / "studies" / "warm-start").is_dir():

@@ -19,6 +19,8 @@ from bonas.search.worker import Worker, prepare_worker
 from bonas.study.studies import open_existing
 from bonas.study.urls import resolve_storage
 
+pytestmark = pytest.mark.slow  # real searches: not in make test-fast
+
 
 def study_of(config_path):
     return open_existing(str(config_path)).study

@@ -22,6 +22,8 @@ from bonas.cli import main
 from tests.helpers import FAST, audit, load, require, tiny_config_text, wait_for
 from tests.servers import PG_URL, fresh_database, pg_available
 
+pytestmark = pytest.mark.slow  # worker processes, database servers, a browser or a scheduler: not in make test-fast
+
 SECRET = "hunter2-slurm"
 FAKE_PG = f"postgresql://bonas:{SECRET}@db.example:5432/bonas"  # never contacted: --dry-run checks nothing remote
 SLURM_LOGS = Path("/var/lib/bonas-slurm/log")  # .ci/slurm.sh's daemons' logs

@@ -49,6 +49,7 @@ def final_size(arch: ArchSpec, shape) -> int:
     return size
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", SHAPES, ids=["8x8x1", "28x28x1", "32x32x3"])
 @pytest.mark.parametrize("preset", PRESETS, ids=[p.stem for p in PRESETS])
 def test_sampled_architectures_build_and_run(preset, shape):
@@ -188,6 +189,7 @@ def test_params_and_flops_match_hand_counts():
     assert sum(r.flops for r in rows) == count_flops(net, (1, 8, 8))
 
 
+@pytest.mark.slow
 def test_model_module_never_imports_optuna():
     import subprocess
     import sys

@@ -23,6 +23,8 @@ from bonas.study.urls import resolve_storage
 from tests.helpers import require, write_tiny_config
 from tests.servers import MYSQL_URL, PG_URL, fresh_database, mysql_available, pg_available
 
+pytestmark = pytest.mark.slow  # worker processes, database servers, a browser or a scheduler: not in make test-fast
+
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def url(request, tmp_path):

@@ -13,6 +13,8 @@ from bonas.study.budget import EXHAUSTED_AFTER
 from bonas.study.studies import open_existing, read_trials_file
 from tests.helpers import ROOT, tiny_config_text
 
+pytestmark = pytest.mark.slow  # real trials: not in make test-fast
+
 PLAIN = dict(sampler="random", sampler_extra="", pruner="none", pruner_extra="")  # every trial runs as enqueued, to the end
 
 

@@ -1,9 +1,9 @@
 """The bottom layer: the errors bonas raises on purpose, the trial record (every attribute a study or trial
-carries, and the rules over them), and the specs between the search space and the model. Nothing here imports
-torch, Lightning or any other layer of bonas."""
+carries, and the rules over them: ``bonas.core.records``, the one module here that needs Optuna's trial types), and
+the specs between the search space and the model. Nothing here imports torch, Lightning or any other layer of bonas,
+and importing the package imports no Optuna (the model builder never does)."""
 
 from bonas.core.errors import BonasError, ConfigError, DataError, SchedulerError, StorageError, StudyError, UsageError
-from bonas.core.records import TrialRecord
 from bonas.core.spec import ArchSpec, BlockSpec, TrainSpec
 
 __all__ = [
@@ -16,6 +16,5 @@ __all__ = [
     "StorageError",
     "StudyError",
     "TrainSpec",
-    "TrialRecord",
     "UsageError",
 ]
