@@ -360,9 +360,10 @@ def bold_max(cells: list[float], fmt: Callable[[float], str] = f4) -> list[str]:
 
 
 def table(header: list[str], rows: list[list[str]], align: str) -> str:
-    """A Markdown table; ``align`` has one letter per column, l or r."""
+    """A Markdown table; ``align`` has one letter per column, l or r. A | inside a cell (an architecture line) is
+    escaped, or it would split the cell."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+    return "\n".join(lines + ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows])
 
 
 def section(heading: str, *blocks: str) -> str:
@@ -641,7 +642,8 @@ def many_text(res: Results, many: dict) -> str:
             if exact
             else ""
         )
-        + f"Plain `study.optimize` with `MaxTrialsCallback` finished {listing([str(c['audit']['finished']) for c in plain])}. "
+        + f"Plain `study.optimize` with `MaxTrialsCallback` finished {listing([str(c['audit']['finished']) for c in plain])} "
+        f"trials with {listing([str(c['workers']) for c in plain])} workers. "
         f"With one worker the lock was held {ms(one['lock']['hold_ms']['median'])} per claim (median) for "
         f"{sum(trips.values()):.0f} round trips ({trips['before_cursor_execute']:.0f} "
         f"statements, {trips['commit']:.0f} commits, {trips['checkout']:.0f} pool checkouts): at most "
@@ -1036,17 +1038,18 @@ def mo_pruning(res: Results) -> str:
         (True, "bonas' cost-aware pruning"),
     ):
         mine = [runs[s, pruned] for s in seeds]
-        higher = sum((diff[s] > 0) == pruned and diff[s] != 0 for s in seeds)
+        n_higher = sum((diff[s] > 0) == pruned and diff[s] != 0 for s in seeds)
         medians = [
             f"{statistics.median(r['hypervolume'] for r in mine):.4f}",
             f"{statistics.median(r['trials'] for r in mine):g}",
         ]
         spans = [span((r["epochs"] for r in mine), str), span((r["pruned_trials"] for r in mine), str)]
-        rows.append([label, *medians, *spans, f"{higher} of {len(seeds)}"])
+        rows.append([label, *medians, *spans, f"{n_higher} of {len(seeds)}"])
     ties = len(seeds) - len(won) - len(lost)
     text = (
         f"Accuracy against parameters on digits (studies/digits.toml's space, MOTPE), both arms stopped at the same "
-        f"compute, {d['settings']['epochs_budget']} epochs trained (a run stops at the first trial that reaches it), "
+        f"compute, {d['settings']['epochs_budget']} epochs trained (a run ends with the trial that reaches it, so it may "
+        "pass it), "
         f"{len(seeds)} seeds; hypervolume of the (1 − val_acc, log10 params) front as bench/mo_pruning.py computes it. "
         f"The pruned arm fits more trials into the same compute, but its front was higher in {higher}, lower in {lower} "
         f"and the same in {plural(ties, 'seed')}: "
@@ -1230,6 +1233,7 @@ def zero_cost(res: Results) -> str:
         + f". The accuracy ranked is after {st['epochs']} short epochs, so a proxy partly measures how fast a network starts "
         f"to learn: {slow} of {len(scored)} networks were still below {LEARNED:.2f} validation accuracy then"
         + (f"; {len(d['rows']) - len(scored)} diverged and are left out." if len(scored) < len(d["rows"]) else ".")
+        + f" The bench ran {d['minutes']:.0f} minutes."
     )
     header = ["score at initialisation", "Spearman rho", "95% interval", "1st half / 2nd half", "time per network (median)"]
     return section("## Zero-cost proxies", res.cite(("zero_cost.json", None)), text, table(header, zero_cost_rows(d), "lrrrr"))
@@ -1356,7 +1360,8 @@ def recipe(res: Results) -> str:
         "Each arm changes one ingredient and trains the same networks through bonas' own trial path on Fashion-MNIST; "
         "validation accuracy after the last epoch, median over networks and seeds. "
         + "; ".join(regime_text(g, d["regimes"][g]) for g in regimes)
-        + f". One standard error of {num(g0['val'])} validation images at base's accuracy is {points(one)}.\n\n"
+        + f". One standard error of {num(g0['val'])} validation images at base's accuracy is {points(one)}. The bench ran "
+        f"{d['minutes']:.0f} minutes.\n\n"
         + "\n".join(f"- {recipe_line(d, arm, regimes)}" for arm in arms if arm != "base")
         + "\n\n"
         + unlearned(results, arms, regimes, g0["epochs"])
