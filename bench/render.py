@@ -36,7 +36,7 @@ PAGE = "docs/results.md"
 CORE = "bonas/core/"  # errors, records, spec
 CONFIG = "bonas/config/"
 STUDY = "bonas/study/"  # storage URLs, RDB storage, the study lock, studies, samplers/pruners, budget, claims, ASHA
-RESULTS = "bonas/results/"  # leaderboard, notes, report, dashboard
+RESULTS_LAYER = "bonas/results/"  # leaderboard, notes, report, dashboard
 DATA = "bonas/data/"  # data sets, caches, splits, batches, augmentation
 MODEL = "bonas/model/"  # blocks, build_model, FLOPs, checkpoint, export
 TRAINING = "bonas/training/"  # recipe, LightningModule, callbacks, training states, final training
@@ -45,7 +45,7 @@ COMMANDS = "bonas/commands/"  # search/worker processes, run, slurm, retrain, sh
 CLI, API = "bonas/cli.py", "bonas/api.py"
 PACKAGE = ["bonas/__init__.py", "bonas/__main__.py"]
 TRIAL = [CORE, CONFIG, DATA, MODEL, TRAINING, SEARCH]  # one trial, from its config to its validation accuracy
-WHOLE = [*TRIAL, STUDY, RESULTS, COMMANDS, CLI, API, *PACKAGE]  # a bench that runs the `bonas` command itself
+WHOLE = [*TRIAL, STUDY, RESULTS_LAYER, COMMANDS, CLI, API, *PACKAGE]  # a bench that runs the `bonas` command itself
 
 # One entry per bench (``bench:part`` where a part of a results file exercises other code); the study config a
 # results file names (its ``config``) is added to its list. Edit here when a bench starts exercising more.
@@ -54,13 +54,13 @@ BENCH_PATHS: dict[str, list[str]] = {
     "data_path": [DATA, "bench/data_path.py"],
     "fidelity": [*TRIAL, STUDY, "bench/fidelity.py"],  # its study config is inline in the bench
     "mo_pruning": [*TRIAL, STUDY, "bench/mo_pruning.py", "bench/presets.py", "studies/digits.toml"],
-    "overhead": [*TRIAL, STUDY, RESULTS, "bench/overhead.py"],  # the trial's note is part of its fixed cost
+    "overhead": [*TRIAL, STUDY, RESULTS_LAYER, "bench/overhead.py"],  # the trial's note is part of its fixed cost
     "quickstart": [*WHOLE, "bench/quickstart.py", "studies/digits.toml"],
     "recipe": [*TRIAL, "bench/recipe.py"],
     "repeats": [*WHOLE, "bench/repeats.py", "bench/presets.py", "studies/seed.toml", "studies/digits.toml"],
     "screening": [*TRIAL, STUDY, "bench/screening.py"],
     "search_quality": [*WHOLE, "bench/search_quality.py", "studies/digits.toml", "studies/seed.toml"],  # `bonas search`
-    "startup": [CLI, CORE, CONFIG, STUDY, RESULTS, COMMANDS, "bench/startup.py"],
+    "startup": [CLI, CORE, CONFIG, STUDY, RESULTS_LAYER, COMMANDS, "bench/startup.py"],
     "storage": [STUDY, SEARCH, "bench/storage.py", "bench/presets.py"],  # the claim loop; the worker loop is copied
     "storage:real": [*WHOLE, "bench/storage.py", "bench/presets.py", "studies/fashion-mnist.toml"],  # `bonas search`
     "zero_cost": [*TRIAL, "bench/zero_cost.py"],
@@ -72,7 +72,7 @@ BEFORE_LAYERS: dict[str, list[str]] = {
     CORE: ["bonas/errors.py", "bonas/records.py", "bonas/spec.py"],
     CONFIG: ["bonas/config.py", "bonas/validate.py"],
     STUDY: ["bonas/urls.py", "bonas/storage.py", "bonas/lock.py", "bonas/study.py", "bonas/budget.py", "bonas/promotion.py"],
-    RESULTS: ["bonas/leaderboard.py", "bonas/notes.py", "bonas/report.py", "bonas/dashboard.py", "bonas/artifacts.py"],
+    RESULTS_LAYER: ["bonas/leaderboard.py", "bonas/notes.py", "bonas/report.py", "bonas/dashboard.py", "bonas/artifacts.py"],
     DATA: ["bonas/data.py", "bonas/datasets.py"],
     MODEL: ["bonas/model.py", "bonas/checkpoint.py", "bonas/export.py"],
     TRAINING: ["bonas/train.py", "bonas/callbacks.py", "bonas/resume.py", "bonas/retrain.py"],
@@ -121,9 +121,9 @@ class Freshness:
             return f"⚠ unverifiable: {self.why}{when}; its freshness cannot be checked"
         at = f"measured at {self.short}{when}"
         if self.dirty:
-            at = f"measured on uncommitted changes on top of {self.short} ({date[:10]}; what they were is not recorded)"
+            at = f"measured on uncommitted changes on top of {self.short}{when}, which the file does not record"
         if self.status == "stale":
-            n = f"{len(self.changed)} file{'s' * (len(self.changed) != 1)}"
+            n = plural(len(self.changed), "file")
             if not listed:
                 return f"⚠ stale: {at}; {n} changed since under the paths it exercises (listed above)"
             return f"⚠ stale: {at}; since then {n} changed under the paths it exercises: {', '.join(self.groups)}"
@@ -134,7 +134,7 @@ class Freshness:
     def summary(self) -> str:
         """The freshness column of the summary table."""
         if self.status == "stale":
-            return f"⚠ stale ({len(self.changed)} file{'s' * (len(self.changed) != 1)} changed)"
+            return f"⚠ stale ({plural(len(self.changed), 'file')} changed)"
         if self.status == "unverifiable":
             return "⚠ unverifiable (" + ("uncommitted changes" if self.dirty and not self.why else "commit unknown here") + ")"
         return "fresh"
@@ -155,7 +155,7 @@ def freshness(root: Path, commit: str, paths: Iterable[str]) -> Freshness:
     diff = git(root, "diff", "--name-only", "--no-renames", "--no-ext-diff", base, "--", *paths)
     if diff.returncode != 0:
         return Freshness(commit, "unverifiable", why=f"git diff against {base[:7]} failed")
-    changed = tuple(sorted(diff.stdout.split()))
+    changed = tuple(sorted(diff.stdout.splitlines()))
     status = "stale" if changed else ("unverifiable" if commit.endswith("-dirty") else "fresh")
     return Freshness(commit, status, changed, tuple(group_changes(changed, paths)))
 
@@ -171,13 +171,15 @@ def group_changes(changed: Iterable[str], paths: list[str], names: int = 6) -> l
     out = []
     for key, files in sorted(groups.items()):
         listed = [f.removeprefix(key) if f.startswith(key) else f.removeprefix("bonas/") for f in files]
-        n = f"{len(files)} file{'s' * (len(files) != 1)}" + (f": {', '.join(listed)}" if len(files) <= names else "")
+        n = plural(len(files), "file") + (f": {', '.join(listed)}" if len(files) <= names else "")
         out.append(key if files == [key] else f"{key} ({n})")
     return out
 
 
 def bench_paths(bench: str, part: str | None, data: dict) -> list[str]:
     """What a result exercises: its bench's paths, the modules those layers were made of before, its study config."""
+    if bench not in BENCH_PATHS:
+        raise KeyError(f"bench/render.py: no BENCH_PATHS entry for bench {bench!r}: add the paths it exercises")
     listed = BENCH_PATHS.get(f"{bench}:{part}", BENCH_PATHS[bench])
     before = [old for path in listed for old in BEFORE_LAYERS.get(path, [])]
     return sorted({*listed, *before, *study_configs(data)})
