@@ -1179,8 +1179,8 @@ def fidelity_text(d: dict, results: list[SeedResult]) -> str:
         s, mine = d["summary"][arm], [r for r in results if r.arm == arm]
         said += (
             f" {ARMS.get(arm, arm)}'s medians ({times(s['fewer_epochs'])}, {pt(s['vs_none'])}) meet both conditions only "
-            f"because they are taken over different seeds: seed by seed it scored {listing([pt(r.delta) for r in mine])} against "
-            "no pruning, so on a bad seed it can miss a network the full search finds."
+            "as medians taken separately over the seeds; against no pruning on the same seed it scored "
+            f"{listing([pt(r.delta) for r in mine])}, so on a bad seed it can miss a network the full search finds."
         )
     promoted = [r for r in d["runs"] if r["promotions"]]
     if promoted:
