@@ -170,7 +170,7 @@ def group_changes(changed: Iterable[str], paths: list[str], names: int = 6) -> l
         groups.setdefault(key, []).append(f)
     out = []
     for key, files in sorted(groups.items()):
-        listed = [f.removeprefix(key) if f.startswith(key) else f.removeprefix("bonas/") for f in files]
+        listed = sorted(f.removeprefix(key) if f.startswith(key) else f.removeprefix("bonas/") for f in files)
         n = plural(len(files), "file") + (f": {', '.join(listed)}" if len(files) <= names else "")
         out.append(key if files == [key] else f"{key} ({n})")
     return out
