@@ -1563,6 +1563,8 @@ def glance_search(res: Results) -> list[str]:
     met = f"{plural(len(both), 'seed')} met" if both else "no single seed met"
     top = max((p for p in zc["correlations"] if p not in REFERENCES), key=lambda p: zc["correlations"][p]["rho"])
     scr = res.data("screening.json")
+    seeds = len({r["seed"] for r in scr["runs"]})
+    losses = seeds - scr["wins"] - scr["ties"]
     return [
         f"- TPE reached random search's {n}-trial best in {span((v['ratio'] for v in a.values()), lambda x: f'{x:.2f}')} "
         f"of its trials (`{RESULTS_DIR}/{SEARCH_QUALITY}`)",
@@ -1571,7 +1573,7 @@ def glance_search(res: Results) -> list[str]:
         f"- ASHA: {times(asha['fewer_epochs'])} fewer epochs at {pt(asha['vs_none'])} (medians over seeds); {met} both "
         f"conditions of the goal (`{RESULTS_DIR}/fidelity.json`)",
         f"- Zero-cost: {top} ranks networks at Spearman {zc['correlations'][top]['rho']:.2f} (`{RESULTS_DIR}/zero_cost.json`); "
-        f"screening with it: {scr['wins']} wins, {scr['ties']} ties in {len(scr['runs']) // 2} seeds "
+        f"screening with it: {scr['wins']} wins, {scr['ties']} ties, {losses} loss{'es' * (losses != 1)} in {seeds} seeds "
         f"(`{RESULTS_DIR}/screening.json`)",
     ]
 
