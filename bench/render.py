@@ -39,13 +39,14 @@ STUDY = "bonas/study/"  # storage URLs, RDB storage, the study lock, studies, sa
 RESULTS_LAYER = "bonas/results/"  # leaderboard, notes, report, dashboard
 DATA = "bonas/data/"  # data sets, caches, splits, batches, augmentation
 MODEL = "bonas/model/"  # blocks, build_model, FLOPs, checkpoint, export
-TRAINING = "bonas/training/"  # recipe, LightningModule, callbacks, training states, final training
-SEARCH = "bonas/search/"  # space, proxies, screen, objective, the worker loop
-COMMANDS = "bonas/commands/"  # search/worker processes, run, slurm, retrain, show
-CLI, API = "bonas/cli.py", "bonas/api.py"
+TRAINING = "bonas/training/"  # recipe, LightningModule, callbacks, training states
+SEARCH = "bonas/search/"  # space, proxies, screen, objective, the worker loop, kept artifacts
+COMMANDS = "bonas/commands/"  # search/worker processes, run, slurm, retrain (the final training), show
+CLI = ["bonas/cli.py", "bonas/cli/"]  # a module or a package (argument types beside the parser)
+API = "bonas/api.py"
 PACKAGE = ["bonas/__init__.py", "bonas/__main__.py"]
 TRIAL = [CORE, CONFIG, DATA, MODEL, TRAINING, SEARCH]  # one trial, from its config to its validation accuracy
-WHOLE = [*TRIAL, STUDY, RESULTS_LAYER, COMMANDS, CLI, API, *PACKAGE]  # a bench that runs the `bonas` command itself
+WHOLE = [*TRIAL, STUDY, RESULTS_LAYER, COMMANDS, *CLI, API, *PACKAGE]  # a bench that runs the `bonas` command itself
 
 # One entry per bench (``bench:part`` where a part of a results file exercises other code); the study config a
 # results file names (its ``config``) is added to its list. Edit here when a bench starts exercising more.
@@ -60,24 +61,33 @@ BENCH_PATHS: dict[str, list[str]] = {
     "repeats": [*WHOLE, "bench/repeats.py", "bench/presets.py", "studies/seed.toml", "studies/digits.toml"],
     "screening": [*TRIAL, STUDY, "bench/screening.py"],
     "search_quality": [*WHOLE, "bench/search_quality.py", "studies/digits.toml", "studies/seed.toml"],  # `bonas search`
-    "startup": [CLI, CORE, CONFIG, STUDY, RESULTS_LAYER, COMMANDS, "bench/startup.py"],
+    "startup": [*CLI, CORE, CONFIG, STUDY, RESULTS_LAYER, COMMANDS, "bench/startup.py"],
     "storage": [STUDY, SEARCH, "bench/storage.py", "bench/presets.py"],  # the claim loop; the worker loop is copied
     "storage:real": [*WHOLE, "bench/storage.py", "bench/presets.py", "studies/fashion-mnist.toml"],  # `bonas search`
     "zero_cost": [*TRIAL, "bench/zero_cost.py"],
 }
 
-# The modules each layer was made of before the reorganisation: results measured before it are compared with
-# these too, so that a change to the old modules shows. Delete an entry once no results file predates it.
+# The modules each layer was made of before the reorganisation (where main's first reorganised commit put them):
+# results measured before it are compared with these too, so that a change to the old modules shows. Delete an
+# entry once no results file predates it.
 BEFORE_LAYERS: dict[str, list[str]] = {
     CORE: ["bonas/errors.py", "bonas/records.py", "bonas/spec.py"],
     CONFIG: ["bonas/config.py", "bonas/validate.py"],
     STUDY: ["bonas/urls.py", "bonas/storage.py", "bonas/lock.py", "bonas/study.py", "bonas/budget.py", "bonas/promotion.py"],
-    RESULTS_LAYER: ["bonas/leaderboard.py", "bonas/notes.py", "bonas/report.py", "bonas/dashboard.py", "bonas/artifacts.py"],
+    RESULTS_LAYER: ["bonas/leaderboard.py", "bonas/notes.py", "bonas/report.py", "bonas/dashboard.py"],
     DATA: ["bonas/data.py", "bonas/datasets.py"],
     MODEL: ["bonas/model.py", "bonas/checkpoint.py", "bonas/export.py"],
-    TRAINING: ["bonas/train.py", "bonas/callbacks.py", "bonas/resume.py", "bonas/retrain.py"],
-    SEARCH: ["bonas/space.py", "bonas/proxies.py", "bonas/screen.py", "bonas/objective.py", "bonas/workers.py"],
-    COMMANDS: ["bonas/search.py", "bonas/run.py", "bonas/slurm.py", "bonas/rebuild.py", "bonas/argtypes.py"],
+    TRAINING: ["bonas/train.py", "bonas/callbacks.py", "bonas/resume.py"],
+    SEARCH: [
+        "bonas/space.py",
+        "bonas/proxies.py",
+        "bonas/screen.py",
+        "bonas/objective.py",
+        "bonas/workers.py",
+        "bonas/artifacts.py",
+    ],
+    COMMANDS: ["bonas/search.py", "bonas/run.py", "bonas/slurm.py", "bonas/rebuild.py", "bonas/retrain.py"],
+    "bonas/cli/": ["bonas/argtypes.py"],
 }
 
 # Goals and cut-offs the text compares results with: set by the project, not measured.
