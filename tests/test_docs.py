@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench import render
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 RESULTS = re.compile(r"bench/results/([\w.-]+\.json)")
 
