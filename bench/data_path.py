@@ -1,6 +1,6 @@
 """The data path, before and after: what bonas does against the usual DataLoader route, in one run.
 
-1. Decoding: the IDX .gz files decoded from scratch vs the decoded-tensor cache that later trials/workers load.
+1. Decoding: the IDX .gz files decoded from scratch vs the store of decoded images that later trials/workers load.
 2. One epoch of batches, no model: index slices of one uint8 tensor + batched normalisation (bonas) vs a
    DataLoader over a per-sample Dataset with torchvision transforms (the usual route), num_workers 0 and 2.
 3. Augmented epoch: bonas' batched per-image random crop + flip vs torchvision v2 RandomCrop + flip per sample.
@@ -24,8 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.record import write  # noqa: E402
 from bonas.config import DataConfig  # noqa: E402
-from bonas.data.sources import load_raw  # noqa: E402
-from bonas.data.splits import Batches, Preprocess, make_splits  # noqa: E402
+from bonas.data.augment import Preprocess  # noqa: E402
+from bonas.data.sources import from_raw, load_raw  # noqa: E402
+from bonas.data.splits import make_splits  # noqa: E402
 
 
 class PerSample(Dataset):
@@ -73,13 +74,14 @@ def main() -> None:
     decode_s = timed(decode_only, args.repeats)
     cache_s = timed(lambda: load_raw(args.dataset, cold), args.repeats)  # the cache written by the last decode
     raw = load_raw(args.dataset, cold)
-    splits = make_splits(args.dataset, raw, DataConfig(val_fraction=0.1), seed=0)
-    n = len(splits.train_y)
+    splits = make_splits(args.dataset, from_raw(raw), DataConfig(val_fraction=0.1), seed=0)
+    n = len(splits.train)
+    train_x, train_y = splits.take(splits.train)
     mean, std = splits.mean, splits.std
     pre = Preprocess(mean, std, splits.crop_pad or 2, splits.flip)
 
     def bonas_epoch(augment: bool) -> None:
-        for x, _ in Batches(splits.train_x, splits.train_y, args.batch, shuffle=True):
+        for x, _ in splits.loader(splits.train, args.batch, shuffle=True):
             pre(x, augment=augment)
 
     plain_tf = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
@@ -94,7 +96,7 @@ def main() -> None:
 
     def loader_epoch(transform, workers: int) -> None:
         loader = DataLoader(
-            PerSample(splits.train_x, splits.train_y, transform),
+            PerSample(train_x, train_y, transform),
             batch_size=args.batch,
             shuffle=True,
             num_workers=workers,

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.record import write  # noqa: E402
 from bonas.config import parse_config  # noqa: E402
 from bonas.core import records as R  # noqa: E402
-from bonas.search.worker import Worker, prepare_worker  # noqa: E402
+from bonas.nas.worker import Worker, prepare_worker  # noqa: E402
 
 CONFIG = """
 name = "{name}"

@@ -58,7 +58,7 @@ def hypervolume(trials) -> float:
 
 def run_arm(seed: int, pruned: bool, budget: int, folder: Path) -> dict:
     from bonas.config import parse_config
-    from bonas.search.worker import RunSummary, SignalGuard, Worker, prepare_worker
+    from bonas.nas.worker import RunSummary, SignalGuard, Worker, prepare_worker
     from bonas.study.claims import claim_trial
 
     name = f"mo-{'pruned' if pruned else 'none'}-{seed}"

@@ -36,11 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.record import write  # noqa: E402
 from bonas.config import parse_config  # noqa: E402
-from bonas.data.splits import Batches, Preprocess  # noqa: E402
+from bonas.data.augment import Preprocess  # noqa: E402
 from bonas.model.build import build_model  # noqa: E402
-from bonas.search.objective import Objective  # noqa: E402
-from bonas.search.space import suggest_arch  # noqa: E402
-from bonas.search.worker import Worker, prepare_worker  # noqa: E402
+from bonas.nas.objective import Objective  # noqa: E402
+from bonas.nas.space import suggest_arch  # noqa: E402
+from bonas.nas.worker import Worker, prepare_worker  # noqa: E402
 from bonas.training.module import make_trainer  # noqa: E402
 
 CONFIG = """
@@ -87,9 +87,9 @@ def plain_loop(splits, arch, batch: int, epochs: int, seed: int) -> float:
     net = build_model(arch, splits.input_shape, splits.n_classes)
     pre = Preprocess(splits.mean, splits.std)
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
-    steps = epochs * ((len(splits.train_y) + batch - 1) // batch)
+    steps = epochs * ((len(splits.train) + batch - 1) // batch)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-    batches = Batches(splits.train_x, splits.train_y, batch, shuffle=True, seed=seed)
+    batches = splits.loader(splits.train, batch, shuffle=True, seed=seed)
     for _ in range(epochs):
         net.train()
         for x, y in batches:
@@ -101,7 +101,7 @@ def plain_loop(splits, arch, batch: int, epochs: int, seed: int) -> float:
         net.eval()
         correct = 0
         with torch.no_grad():
-            for x, y in Batches(splits.val_x, splits.val_y, 1024, shuffle=False):
+            for x, y in splits.loader(splits.val, 1024, shuffle=False):
                 correct += (net(pre(x)).argmax(1) == y).sum().item()
     return time.perf_counter() - start
 
@@ -136,7 +136,7 @@ def bonas_trial(worker: Worker, epochs: int) -> tuple[float, float]:
     from optuna.trial import TrialState
 
     from bonas.core import records as R
-    from bonas.search.worker import RunSummary, SignalGuard
+    from bonas.nas.worker import RunSummary, SignalGuard
     from bonas.study.claims import claim_trial
 
     start = time.perf_counter()
@@ -233,7 +233,7 @@ def main() -> None:
         f"torch {torch.__version__}, {threads} threads"
     )
     print(
-        f"data: {args.dataset}, {len(splits.train_y)} train / {len(splits.val_y)} val images {splits.input_shape}; "
+        f"data: {args.dataset}, {len(splits.train)} train / {len(splits.val)} val images {splits.input_shape}; "
         f"arch {arch.describe()}; batch {args.batch}; {args.epochs} epochs"
     )
 
@@ -250,7 +250,7 @@ def main() -> None:
     bonas_s, plain_s = statistics.median(bonas_times), statistics.median(plain_times)
     outside_ms = 1000 * statistics.median(outside)
     per_epoch = {k: statistics.median(v) for k, v in CALLBACK_MS.items()}
-    images = len(splits.train_y) * args.epochs
+    images = len(splits.train) * args.epochs
     costs = fixed_costs(worker)
     flops = train_flops_per_image(arch, splits, args.batch)
     ceiling = matmul_ceiling()
@@ -278,7 +278,7 @@ def main() -> None:
         + " "
         + " ".join(f"epoch_{k}_ms={v:.1f}" for k, v in per_epoch.items())
         + f" gflops={achieved_bonas:.1f} ceiling_gflops={ceiling:.1f} ceiling_frac={achieved_bonas / ceiling:.2f} "
-        f"dataset={args.dataset} train={len(splits.train_y)} epochs={args.epochs}"
+        f"dataset={args.dataset} train={len(splits.train)} epochs={args.epochs}"
     )
     print(result)
     out = write(

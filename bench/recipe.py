@@ -29,7 +29,7 @@ import optuna  # noqa: E402
 from bench.record import write  # noqa: E402
 from bonas.config import parse_config  # noqa: E402
 from bonas.data.splits import load_splits  # noqa: E402
-from bonas.search.objective import Objective  # noqa: E402
+from bonas.nas.objective import Objective  # noqa: E402
 from bonas.training.module import quiet_lightning, set_threads  # noqa: E402
 
 BASE = """

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.record import write  # noqa: E402
 from bonas.config import WarmStartConfig, load_config  # noqa: E402
 from bonas.core import records as R  # noqa: E402
-from bonas.search.worker import Worker, prepare_worker  # noqa: E402
+from bonas.nas.worker import Worker, prepare_worker  # noqa: E402
 from bonas.training.callbacks import TrialDeadline  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +66,7 @@ def run_arm(proxy: str, seed: int, args: argparse.Namespace, folder: Path) -> di
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="studies/fashion-mnist.toml")
-    ap.add_argument("--proxy", default="grad_norm", help="the proxy of the screened arm (bonas.search.proxies)")
+    ap.add_argument("--proxy", default="grad_norm", help="the proxy of the screened arm (bonas.nas.proxies)")
     ap.add_argument("--percentile", type=float, default=25.0)
     ap.add_argument("--minutes", type=float, default=6.0, help="search time per run (default 6)")
     ap.add_argument("--seeds", type=int, default=3)

@@ -139,7 +139,7 @@ def seed_table(folder: Path, data: str, results: dict) -> dict[str, float]:
     if key in results:
         return results[key]
     from bonas.config import load_config
-    from bonas.search.space import enumerate_params
+    from bonas.nas.space import enumerate_params
 
     seed = load_config(ROOT / "studies" / "seed.toml")
     all_params = enumerate_params(seed.space, (1, 8, 8))
@@ -165,7 +165,7 @@ def tabular_run(table: dict[str, float], sampler_text: str, seed: int, n_trials:
     import optuna
 
     from bonas.config import load_config, parse_config
-    from bonas.search.space import suggest_arch
+    from bonas.nas.space import suggest_arch
     from bonas.study.samplers import make_sampler
 
     seed_cfg = load_config(ROOT / "studies" / "seed.toml")
@@ -361,7 +361,7 @@ def part_d(results: dict) -> dict:
     import optuna
 
     from bonas.config import load_config
-    from bonas.search.space import suggest_arch, suggest_training
+    from bonas.nas.space import suggest_arch, suggest_training
     from bonas.study.samplers import make_sampler
     from bonas.study.storage import open_storage
 

@@ -202,7 +202,7 @@ def real_trials(folder: Path, n: int = 16) -> dict:
     import optuna
 
     from bonas.config import load_config
-    from bonas.search.space import suggest_arch, suggest_training
+    from bonas.nas.space import suggest_arch, suggest_training
 
     root = Path(__file__).resolve().parent.parent
     base_text = (root / "studies" / "fashion-mnist.toml").read_text()

@@ -1,7 +1,7 @@
 """Zero-cost proxies against trained accuracy: does a score at initialisation rank a study's architectures?
 
 Samples N architectures (with their training knobs) from a study config's space with Optuna's
-RandomSampler through ``bonas.search.space``, scores each at initialisation with every proxy of
+RandomSampler through ``bonas.nas.space``, scores each at initialisation with every proxy of
 ``bonas.proxies.PROXIES`` on one training batch (timed), then trains it with bonas' own training code
 (``Classifier`` + ``make_trainer`` on ``Batches``, as a trial does) for E epochs on class-balanced subsets
 and records its validation accuracy. Reports Spearman's rank correlation with that accuracy of each proxy,
@@ -37,12 +37,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bonas.config import load_config  # noqa: E402
 from bonas.config.validate import BLOCK_TYPES  # noqa: E402
-from bonas.data.splits import Batches, Preprocess, load_splits  # noqa: E402
+
+from bonas.config import load_config  # noqa: E402
+from bonas.data.augment import Preprocess  # noqa: E402
+from bonas.data.splits import load_splits  # noqa: E402
 from bonas.model.build import build_model, count_params, summarize  # noqa: E402
-from bonas.search.proxies import PROXIES  # noqa: E402
-from bonas.search.space import suggest_arch, suggest_training  # noqa: E402
+from bonas.nas.proxies import PROXIES  # noqa: E402
+from bonas.nas.space import suggest_arch, suggest_training  # noqa: E402
 from bonas.training.module import Classifier, NonFiniteLoss, Recipe, make_trainer, quiet_lightning  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,15 +86,15 @@ def score_and_train(
         row[name] = proxy(net, x, y)
         row[f"{name}_ms"] = round(1000 * (time.perf_counter() - start), 2)
 
-    preprocess = Preprocess(splits.mean, splits.std, splits.crop_pad, splits.flip)
+    preprocess = splits.preprocess()
     module = Classifier(net, train, preprocess, args.epochs, recipe)  # the study's recipe, as its trials train
     trainer = make_trainer(args.epochs, [], precision, False, recipe)
     start = time.perf_counter()
     try:
         trainer.fit(
             module,
-            train_dataloaders=Batches(splits.train_x, splits.train_y, train.batch_size, shuffle=True, seed=seed),
-            val_dataloaders=Batches(splits.val_x, splits.val_y, eval_batch, shuffle=False),
+            train_dataloaders=splits.loader(splits.train, train.batch_size, shuffle=True, seed=seed),
+            val_dataloaders=splits.loader(splits.val, eval_batch, shuffle=False),
         )
         row["diverged"] = None
     except NonFiniteLoss as err:  # the trial would end PRUNED ("diverged"): no accuracy to rank
@@ -195,12 +197,12 @@ def main() -> None:
     }
     print(f"machine: {machine['processor']}, {machine['cores']} cores, {threads} threads, torch {torch.__version__}")
     print(
-        f"data: {config.dataset}, {len(splits.train_y)} train / {len(splits.val_y)} val images {shape}; "
+        f"data: {config.dataset}, {len(splits.train)} train / {len(splits.val)} val images {shape}; "
         f"space of {args.config}{' with block_types ' + ','.join(kinds) if kinds else ''}; "
         f"{args.n} architectures, {args.epochs} epochs"
     )
 
-    xb, y = next(iter(Batches(splits.train_x, splits.train_y, args.batch, shuffle=True, seed=args.seed)))
+    xb, y = next(iter(splits.loader(splits.train, args.batch, shuffle=True, seed=args.seed)))
     x = Preprocess(splits.mean, splits.std)(xb)  # the proxies' batch: normalised, not augmented, the same for all
     t = config.training
     start = time.perf_counter()
@@ -249,8 +251,8 @@ def main() -> None:
         "torch": torch.__version__,
         "settings": vars(args),
         "dataset": config.dataset,
-        "n_train": len(splits.train_y),
-        "n_val": len(splits.val_y),
+        "n_train": len(splits.train),
+        "n_val": len(splits.val),
         "input_shape": list(shape),
         "minutes": round(minutes, 2),
         "proxy_median_ms": proxy_ms,
@@ -270,8 +272,8 @@ def main() -> None:
                 f"trained={len(trained)}",
                 f"diverged={args.n - len(trained)}",
                 f"epochs={args.epochs}",
-                f"train={len(splits.train_y)}",
-                f"val={len(splits.val_y)}",
+                f"train={len(splits.train)}",
+                f"val={len(splits.val)}",
                 *(f"rho_{k}={corr[k]['rho']:.3f}" for k in keys),
                 f"best_proxy={best}",
                 *(f"{k}_ms={proxy_ms[k]:.0f}" for k in PROXIES),

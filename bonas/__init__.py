@@ -16,7 +16,17 @@ from bonas.core.spec import ArchSpec, BlockSpec, TrainSpec
 
 __version__ = "0.1.0"
 
-_LAZY = {"build_model": "bonas.model.build", "count_flops": "bonas.model.build", "count_params": "bonas.model.build"}
+_LAZY = {
+    "build_model": "bonas.model.build",
+    "count_flops": "bonas.model.build",
+    "count_params": "bonas.model.build",
+    # the Python API (bonas.api): a search, a budget to a tested model, the trials, the best trial, a model back
+    "search": "bonas.api",
+    "run": "bonas.api",
+    "trials": "bonas.api",
+    "best": "bonas.api",
+    "load": "bonas.api",
+}
 
 __all__ = [
     "ArchSpec",
@@ -29,11 +39,16 @@ __all__ = [
     "StudyError",
     "TrainSpec",
     "UsageError",
+    "best",
     "build_model",
     "count_flops",
     "count_params",
+    "load",
     "load_config",
     "parse_config",
+    "run",
+    "search",
+    "trials",
 ]
 
 

@@ -117,7 +117,7 @@ def make_mixed_study(folder: Path, name: str) -> Path:
     """A real 4-trial study with every ending: completed (top-2 artifacts kept), pruned at epoch 0 (a learning
     rate that cannot learn), failed (a parameter value outside its choices), plus one sampled trial."""
     from bonas.config import load_config
-    from bonas.search.worker import Worker, prepare_worker
+    from bonas.nas.worker import Worker, prepare_worker
     from bonas.study.urls import resolve_storage
 
     path = write_tiny_config(

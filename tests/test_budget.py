@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from bonas.config import load_config
 from bonas.core import records as R
-from bonas.search.worker import Worker, prepare_worker
+from bonas.nas.worker import Worker, prepare_worker
 from bonas.study.budget import Spent, Verdict, budget_status, study_elapsed
 from bonas.study.claims import fail_and_requeue, requeue
 from bonas.study.lock import StudyLock

@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 
 from bonas.cli import main
 from bonas.config import load_config
-from bonas.search.worker import Worker, prepare_worker
+from bonas.nas.worker import Worker, prepare_worker
 from bonas.study.storage import storage_of, study_id, trial_id
 from bonas.study.studies import open_existing
 from bonas.study.urls import resolve_storage

@@ -14,10 +14,13 @@ import torch
 from bonas.cli import main
 from bonas.config import DataConfig
 from bonas.core.errors import DataError
+from bonas.data.augment import Preprocess, random_crop
+from bonas.data.batches import Batches
 from bonas.data.idx import DEBIAN_FASHION_MNIST, read_idx
+from bonas.data.images import MemoryImages
 from bonas.data.raw import balanced_subset, stratified_split
-from bonas.data.sources import load_raw
-from bonas.data.splits import Batches, Preprocess, channel_stats, load_splits, random_crop
+from bonas.data.sources import from_raw, load_raw
+from bonas.data.splits import channel_stats, load_splits, make_splits
 from tests.helpers import make_cifar_dir, make_idx_dir, make_image_tree, require, tiny_config_text
 
 RNG = np.random.default_rng(0)
@@ -145,16 +148,19 @@ def test_imagefolder_errors(tmp_path):
     with pytest.raises(DataError, match="no images"):
         load_raw("imagefolder", cfg(tmp_path, root=str(tmp_path / "empty")))
     make_image_tree(tmp_path / "bad")
-    (tmp_path / "bad" / "cat" / "broken.png").write_bytes(b"not a png")
-    with pytest.raises(DataError, match="cannot decode"):
+    (tmp_path / "bad" / "dog").rename(tmp_path / "bad" / "hollow")
+    for f in (tmp_path / "bad" / "hollow").iterdir():
+        f.write_bytes(b"not an image")
+    with pytest.raises(DataError, match="class 'hollow': none of its images could be read"):
         load_raw("imagefolder", cfg(tmp_path, root=str(tmp_path / "bad")))
+    assert not [p for p in (tmp_path / "data" / "cache").glob("imagefolder-*") if p.is_dir()], "a failed build leaves nothing"
 
 
 def test_decoded_tensors_are_cached(tmp_path, monkeypatch):
     make_idx_dir(tmp_path / "data" / "mnist")
     first = load_raw("mnist", cfg(tmp_path))
-    cached = list((tmp_path / "data" / "cache").glob("mnist-*.pt"))
-    assert len(cached) == 1
+    cached = [p for p in (tmp_path / "data" / "cache").glob("mnist-*") if p.is_dir()]
+    assert len(cached) == 1 and {f.name for f in cached[0].iterdir()} == {"images.u8", "labels.npy", "meta.json"}
     import bonas.data.idx
 
     def no_decoding(*a, **k):
@@ -217,13 +223,13 @@ def test_subsets_are_exact_and_class_balanced():
 
 def test_load_splits_digits(tmp_path):
     s = load_splits("digits", cfg(tmp_path, val_fraction=0.25, train_subset=500, val_subset=200), seed=0)
-    assert (len(s.train_y), len(s.val_y)) == (500, 200)
-    assert s.input_shape == (1, 8, 8) and s.n_classes == 10
+    assert (len(s.train), len(s.val)) == (500, 200)
+    assert s.input_shape == (1, 8, 8) and s.n_classes == 10 and not s.streamed
     s2 = load_splits("digits", cfg(tmp_path, val_fraction=0.25, train_subset=500, val_subset=200), seed=0)
-    assert torch.equal(s.val_x, s2.val_x), "the same seed gives the same split"
+    assert torch.equal(s.take(s.val)[0], s2.take(s2.val)[0]), "the same seed gives the same split"
     # the test split never changes with the study's seed
     s3 = load_splits("digits", cfg(tmp_path), seed=7)
-    assert torch.equal(s.test_x, s3.test_x)
+    assert torch.equal(s.take(s.test)[0], s3.take(s3.test)[0])
 
 
 def test_splits_disjoint_by_index(tmp_path):
@@ -232,40 +238,36 @@ def test_splits_disjoint_by_index(tmp_path):
     # give every training image a unique id in its first pixels, then check membership
     raw.train_x[:, 0, 0, 0] = torch.arange(200) % 256
     raw.train_x[:, 0, 0, 1] = torch.arange(200) // 256
-    from bonas.data.splits import make_splits
-
-    s = make_splits("mnist", raw, cfg(tmp_path, val_fraction=0.3), seed=3)
-    ids = lambda x: set((x[:, 0, 0, 0].long() + 256 * x[:, 0, 0, 1].long()).tolist())  # noqa: E731
-    assert len(ids(s.train_x)) == 140 and len(ids(s.val_x)) == 60 and not ids(s.train_x) & ids(s.val_x)
+    s = make_splits("mnist", from_raw(raw), cfg(tmp_path, val_fraction=0.3), seed=3)
+    ids = lambda rows: set((s.take(rows)[0][:, 0, 0, 0].long() + 256 * s.take(rows)[0][:, 0, 0, 1].long()).tolist())  # noqa: E731
+    assert len(ids(s.train)) == 140 and len(ids(s.val)) == 60 and not ids(s.train) & ids(s.val)
 
 
 def test_normalisation_uses_the_training_split_only(tmp_path):
     make_idx_dir(tmp_path / "data" / "mnist", n_train=100)
     raw = load_raw("mnist", cfg(tmp_path))
     raw.test_x[:] = 255  # a test split that would shift any statistic it leaked into
-    from bonas.data.splits import make_splits
-
-    s = make_splits("mnist", raw, cfg(tmp_path, val_fraction=0.2), seed=0)
-    mean, std = channel_stats(s.train_x)
+    s = make_splits("mnist", from_raw(raw), cfg(tmp_path, val_fraction=0.2), seed=0)
+    mean, std = channel_stats(s.images, s.train)
     assert s.mean == mean and s.std == std
-    expected = s.train_x.double().div(255).mean().item()
-    assert abs(s.mean[0] - expected) < 1e-9
-    x = Preprocess(s.mean, s.std)(s.train_x)
+    train_x = s.take(s.train)[0]
+    assert abs(s.mean[0] - train_x.double().div(255).mean().item()) < 1e-9
+    assert abs(s.std[0] - train_x.double().div(255).std().item()) < 1e-9
+    x = Preprocess(s.mean, s.std)(train_x)
     assert abs(x.mean().item()) < 1e-4 and abs(x.std().item() - 1) < 1e-2
 
 
 def test_batches_are_index_slices_covering_every_sample_once():
-    x = torch.arange(103).view(103, 1, 1, 1).to(torch.uint8)
-    y = torch.arange(103)
+    images, y, rows = MemoryImages(torch.arange(103).view(103, 1, 1, 1).to(torch.uint8)), torch.arange(103), torch.arange(103)
     seen = []
-    for xb, yb in Batches(x, y, 10, shuffle=True, seed=0):
+    for xb, yb in Batches(images, y, rows, 10, shuffle=True, seed=0):
         assert xb.dtype == torch.uint8 and len(xb) == len(yb) <= 10
         assert torch.equal(xb.flatten().long(), yb)
         seen += yb.tolist()
     assert sorted(seen) == list(range(103)) and seen != list(range(103))
-    assert len(Batches(x, y, 10, shuffle=False)) == 11
-    first = [yb.tolist() for _, yb in Batches(x, y, 10, shuffle=True, seed=5)]
-    assert first == [yb.tolist() for _, yb in Batches(x, y, 10, shuffle=True, seed=5)]
+    assert len(Batches(images, y, rows, 10, shuffle=False)) == 11
+    first = [yb.tolist() for _, yb in Batches(images, y, rows, 10, shuffle=True, seed=5)]
+    assert first == [yb.tolist() for _, yb in Batches(images, y, rows, 10, shuffle=True, seed=5)]
 
 
 def test_augmentation_keeps_shapes_and_dtypes_and_moves_pixels():
@@ -301,7 +303,7 @@ def test_augment_search_is_a_trial_parameter(tiny_config):
     import optuna
 
     from bonas.config import load_config
-    from bonas.search.space import suggest_training
+    from bonas.nas.space import suggest_training
 
     path = tiny_config()
     path.write_text(path.read_text().replace("[data]\n", '[data]\naugment = "search"\n'))

@@ -91,7 +91,7 @@ def test_the_gpu_code_paths_run_on_the_cpu(tmp_path, monkeypatch):
     import torch
 
     from bonas.config import load_config
-    from bonas.search.worker import Worker, prepare_worker
+    from bonas.nas.worker import Worker, prepare_worker
     from bonas.study.urls import resolve_storage
     from bonas.training import device
     from bonas.training.final import final_splits, train_final
@@ -115,7 +115,7 @@ def test_the_gpu_code_paths_run_on_the_cpu(tmp_path, monkeypatch):
     assert seen == {"precision": "bf16-mixed", "channels_last": True, "weights_channels_last": True}
     (trial,) = worker.study.trials
     assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value > 0.0
-    from bonas.search.space import specs_from_params
+    from bonas.nas.space import specs_from_params
 
     splits = final_splits(config)
     arch, train = specs_from_params(trial.params, config.space, config.training, config.data, splits.input_shape)

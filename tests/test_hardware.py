@@ -9,8 +9,8 @@ from optuna.trial import TrialState
 from bonas.cli import main
 from bonas.config import load_config
 from bonas.core import records as R
-from bonas.search.objective import CostAwarePruning
-from bonas.search.worker import Worker, prepare_worker
+from bonas.nas.objective import CostAwarePruning
+from bonas.nas.worker import Worker, prepare_worker
 from bonas.study.studies import open_existing
 from bonas.study.urls import resolve_storage
 from tests.helpers import frozen_trial, write_tiny_config

@@ -8,7 +8,7 @@ from optuna.trial import TrialState
 
 from bonas.config import load_config
 from bonas.core import records as R
-from bonas.search.worker import Worker, prepare_worker
+from bonas.nas.worker import Worker, prepare_worker
 from bonas.study import promotion
 from bonas.study.urls import resolve_storage
 from tests.helpers import frozen_trial, write_tiny_config

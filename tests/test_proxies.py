@@ -13,7 +13,7 @@ from torch import nn
 
 from bonas.core.spec import ArchSpec, BlockSpec
 from bonas.model.build import build_model
-from bonas.search.proxies import PROXIES, naswot, snip, synflow
+from bonas.nas.proxies import PROXIES, naswot, snip, synflow
 
 SHAPE = (1, 12, 12)
 

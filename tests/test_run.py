@@ -46,7 +46,7 @@ def test_bad_budget_is_one_line_and_exit_2(tmp_path):
 
 def test_run_holds_its_budget_and_writes_a_tested_model(tmp_path):
     path = write_tiny_config(tmp_path, "rn", n_trials=3, epochs=2, train_subset=300, val_subset=100)
-    budget = 20
+    budget = 16
     start = time.monotonic()
     proc = subprocess.run(
         [
@@ -88,7 +88,7 @@ def test_run_holds_its_budget_and_writes_a_tested_model(tmp_path):
 
 PRESETS = sorted(p.stem for p in (ROOT / "studies").glob("*.toml"))
 GPU_SIZED = {"cifar10", "fashion-mnist-gpu"}  # their headers say so
-BUDGET_S = {"fashion-mnist": 20}  # its 10 000-image epochs need the time; digits presets train an epoch in a second
+BUDGET_S = {"fashion-mnist": 15}  # its 10 000-image epochs need the time; digits presets train an epoch in a second
 
 
 @pytest.mark.parametrize("preset", PRESETS)

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from bonas.cli import main
 from bonas.config import load_config
 from bonas.core.records import STUDY_CONFIG, STUDY_DATA, STUDY_ENV
-from bonas.search.worker import Worker, prepare_worker
+from bonas.nas.worker import Worker, prepare_worker
 from bonas.study.studies import open_existing
 from bonas.study.urls import resolve_storage
 

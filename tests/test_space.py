@@ -11,7 +11,7 @@ import torch
 from bonas.config import load_config, parse_config
 from bonas.core.spec import ArchSpec
 from bonas.model.build import build_model, count_flops, count_params, summarize
-from bonas.search.space import enumerate_params, specs_from_params, suggest_arch, suggest_training
+from bonas.nas.space import enumerate_params, specs_from_params, suggest_arch, suggest_training
 from tests.helpers import ROOT
 
 SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]
@@ -299,8 +299,67 @@ def test_block_types_and_multipliers_enumerate():
 )
 def test_bad_block_types_and_multipliers_are_one_line_errors(space, message):
     from bonas.core.errors import ConfigError
-    from bonas.search.choices import check_choices
+    from bonas.nas.choices import check_choices
 
     with pytest.raises(ConfigError) as err:
         check_choices(parse_config(f'name = "x"\n[space]\n{space}\n', source="x.toml"))
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_a_large_image_gets_a_stem_a_small_one_none():
+    """128 px: the stem and its width are params and the blocks see 32 px (stride 4, auto); 32 px: no stem param at
+    all, so a small-image study has exactly the params it always had."""
+    from bonas.model.build import build_model, resolutions
+
+    space = parse_config('name = "s"\n').space
+    for seed in range(6):
+        big = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed)).ask()
+        arch = suggest_arch(big, space, (3, 128, 128))
+        assert "stem" in big.params
+        if big.params["stem"] == "none":
+            assert arch.stem is None and "stem_width" not in big.params
+            continue
+        assert arch.stem.stride == 4 and arch.stem.width == big.params["stem_width"]
+        assert resolutions(arch, (3, 128, 128))[:2] == [("input", 128, 128), ("stem", 32, 32)]
+        net = build_model(arch, (3, 128, 128), 10)
+        assert net(torch.zeros(2, 3, 128, 128)).shape == (2, 10)
+        first = next(name for name, _ in net.named_children() if name.startswith("b0_"))
+        assert tuple(dict(net.named_children())[first](torch.zeros(1, arch.stem.width, 32, 32)).shape[-2:]) == (32, 32)
+    small = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    assert suggest_arch(small, space, (3, 32, 32)).stem is None and not any("stem" in k for k in small.params)
+
+
+def test_stem_strides_follow_the_image_and_stored_specs_without_one_stay_the_same():
+    from bonas.core.spec import ArchSpec
+    from bonas.nas.space import stem_stride
+
+    space = parse_config('name = "s"\n').space
+    assert [stem_stride(space, s) for s in (8, 28, 32, 64, 96, 128, 160, 224)] == [1, 1, 1, 2, 4, 4, 4, 8]
+    assert stem_stride(dataclasses.replace(space, stem_stride=1), 224) == 1
+    plain = suggest_arch(optuna.trial.FixedTrial({"n_blocks": 1, "b0_convs": 1, "b0_width": 16, "b0_kernel": 3,
+                                                  "b0_pool": "max", "b0_bn": True, "b0_dropout": 0.0, "head": "gap",
+                                                  "n_dense": 0}), space, (1, 28, 28))  # fmt: skip
+    assert "stem" not in plain.to_dict() and ArchSpec.from_json(plain.to_json()) == plain
+
+
+def test_the_auto_flops_limit_is_set_once_per_study_and_holds_every_worker(tmp_path):
+    from bonas.core import records as R
+    from bonas.nas.worker import Worker, prepare_worker
+    from bonas.study.urls import resolve_storage
+    from tests.helpers import write_tiny_config
+
+    path = write_tiny_config(tmp_path, "auto", n_trials=1, epochs=1)
+    config = load_config(path)
+    assert config.objective.max_flops == -1
+    url = resolve_storage(config)
+    worker = Worker(config, url, prepare_worker(config, url, verbose=False))
+    limits = worker.study.user_attrs[R.STUDY_LIMITS]
+    n_train = worker.study.user_attrs[R.STUDY_DATA]["n_train"]
+    assert limits["max_flops"] > 0 and f"an epoch of {n_train} images" in limits["why"]
+    assert worker.objective.max_flops == limits["max_flops"]
+    worker.study.set_user_attr(R.STUDY_LIMITS, {"max_flops": 1.0, "why": "a later worker reads the study's own"})
+    again = Worker(config, url, prepare_worker(config, url, verbose=False))
+    assert again.objective.max_flops == 1.0
+    again.run(n_trials=1, timeout=0)
+    (trial,) = again.study.trials
+    assert trial.user_attrs[R.INFEASIBLE] and trial.user_attrs[R.EPOCHS] == 0, "over the study's limit: never trained"

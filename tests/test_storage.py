@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 
 from bonas.config import load_config
 from bonas.core.errors import StorageError
-from bonas.search.worker import Worker, prepare_worker
+from bonas.nas.worker import Worker, prepare_worker
 from bonas.study.retry import Fault, classify
 from bonas.study.storage import BonasStorage, open_storage
 from bonas.study.urls import resolve_storage

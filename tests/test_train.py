@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from bonas.data.splits import cutout
+from bonas.data.augment import cutout
 from bonas.training.recipe import SCHEDULES, Recipe
 
 

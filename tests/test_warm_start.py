@@ -8,7 +8,7 @@ from optuna.trial import TrialState
 
 from bonas.cli import main
 from bonas.config import load_config
-from bonas.search.space import enumerate_params
+from bonas.nas.space import enumerate_params
 from bonas.study.budget import EXHAUSTED_AFTER
 from bonas.study.studies import open_existing, read_trials_file
 from tests.helpers import ROOT, tiny_config_text
@@ -29,7 +29,7 @@ def test_the_fashion_mnist_preset_starts_from_the_hand_design_its_bench_compares
     """Trial 0 of the preset is bench/budget.py's "2 conv + pool + BN" baseline with its hand knobs, rebuilt
     from the params alone; a change to the preset's space that moved it (a width, the dense range) fails here."""
     from bench.budget import BASELINE_TRAIN, BASELINES
-    from bonas.search.space import specs_from_params
+    from bonas.nas.space import specs_from_params
     from bonas.study.studies import warm_start_params
 
     config = load_config(ROOT / "studies" / "fashion-mnist.toml")
@@ -43,7 +43,7 @@ def test_the_fashion_mnist_preset_starts_from_the_hand_design_its_bench_compares
 def test_the_seed_preset_trains_as_the_article():
     """The article's training: Adam at a constant 1e-3 (no decay, no weight decay), batch 32, 10 epochs,
     every network to the end. Fails on the earlier preset (batch 64, 6 epochs, cosine decay)."""
-    from bonas.search.space import suggest_training
+    from bonas.nas.space import suggest_training
 
     seed = load_config(ROOT / "studies" / "seed.toml")
     t = seed.training
@@ -136,7 +136,7 @@ def test_same_architecture_with_other_training_knobs_is_trained_not_reused(tmp_p
     text = tiny_config_text(name="knobs", n_trials=5, epochs=1, **PLAIN)
     path.write_text(text.replace("batch_sizes = [64]", "batch_sizes = [32, 64]"))
     config = load_config(path)
-    from bonas.search.worker import Worker, prepare_worker
+    from bonas.nas.worker import Worker, prepare_worker
     from bonas.study.urls import resolve_storage
 
     url = resolve_storage(config)
@@ -172,7 +172,7 @@ def test_reuse_can_be_switched_off(tmp_path):
     text = tiny_config_text(name="nodup", n_trials=3, epochs=1, **PLAIN)
     path.write_text(text + "\n[workers]\nreuse_duplicates = false\n")
     config = load_config(path)
-    from bonas.search.worker import Worker, prepare_worker
+    from bonas.nas.worker import Worker, prepare_worker
     from bonas.study.urls import resolve_storage
 
     url = resolve_storage(config)

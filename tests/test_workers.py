@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 
 from bonas.cli import main
 from bonas.config import load_config
-from bonas.search.worker import Worker, prepare_worker
+from bonas.nas.worker import Worker, prepare_worker
 from bonas.study.storage import open_storage
 from tests.helpers import FAST, audit, load, require, sqlite_url, wait_for, write_tiny_config
 from tests.servers import MYSQL_URL, PG_URL, PrivatePostgres, fresh_database, mysql_available, pg_available
@@ -91,7 +91,7 @@ def reaped_by(worker: Proc, grace: int = 3) -> str:
 
 
 def dropped(trial: int) -> str:
-    """What a worker prints when it finds its trial failed by a peer (bonas.search.worker, bonas.objective.TrialGuard)."""
+    """What a worker prints when it finds its trial failed by a peer (bonas.nas.worker, bonas.objective.TrialGuard)."""
     return rf"trial {trial} dropped: a peer failed (trial {trial}|this trial|it) while this worker was away"
 
 
@@ -133,15 +133,15 @@ def test_workers_flag_finishes_exactly_the_budget(tmp_path):
 
 
 def test_sqlite_four_workers_without_lock_errors(tmp_path):
-    """4 workers x 25 trials on one SQLite file: zero 'database is locked' anywhere, exact budget."""
-    config = write_tiny_config(tmp_path, "par", n_trials=100, epochs=1, train_subset=32, val_subset=16, extra=FAST)
+    """3 workers x 25 trials on one SQLite file: zero 'database is locked' anywhere, exact budget."""
+    config = write_tiny_config(tmp_path, "par", n_trials=75, epochs=1, train_subset=32, val_subset=16, extra=FAST)
     url = sqlite_url(tmp_path)
-    workers = [Proc(tmp_path, config, url, i) for i in range(4)]
+    workers = [Proc(tmp_path, config, url, i) for i in range(3)]
     for w in workers:
         assert w.wait(600) == 0, w.text()
     text = "".join(w.text() for w in workers)
     assert "database is locked" not in text and "Traceback" not in text
-    audit(url, 100)
+    audit(url, 75)
 
 
 def test_workers_started_at_once_on_an_empty_postgres_database_all_succeed(tmp_path, pg_db):

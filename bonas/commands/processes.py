@@ -15,7 +15,7 @@ import torch
 
 from bonas.config import StudyConfig
 from bonas.core.errors import BonasError
-from bonas.search.worker import Worker, exit_code, prepare_worker
+from bonas.nas.worker import Worker, exit_code, prepare_worker
 from bonas.training.callbacks import TrialDeadline
 
 WAIT_FOR_WORKERS_S = 120  # after Ctrl-C: how long the workers get to fail and requeue their trials

@@ -16,9 +16,9 @@ from bonas.core import records as R
 from bonas.core.errors import StudyError
 from bonas.data.splits import Splits
 from bonas.model.checkpoint import make_checkpoint, save_checkpoint
-from bonas.search.choices import check_choices
-from bonas.search.objective import trial_seed
-from bonas.search.space import specs_from_params
+from bonas.nas.choices import check_choices
+from bonas.nas.objective import trial_seed
+from bonas.nas.space import specs_from_params
 from bonas.study.artifacts import open_store
 from bonas.study.studies import Opened, stored_data, trial_of
 from bonas.training.final import Final, final_splits, train_final

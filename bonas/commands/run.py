@@ -32,9 +32,9 @@ from bonas.config import StudyConfig
 from bonas.core import records as R
 from bonas.core.errors import StudyError
 from bonas.data.splits import Splits
-from bonas.results.leaderboard import Progress
-from bonas.search.space import specs_from_params
-from bonas.search.worker import Worker, exit_code, prepare_worker
+from bonas.nas.space import specs_from_params
+from bonas.nas.worker import Worker, exit_code, prepare_worker
+from bonas.results.leaderboard import Progress, in_notebook, progress_bar
 from bonas.study.studies import Opened
 from bonas.training.callbacks import TrialDeadline
 from bonas.training.final import Final, final_splits, train_final
@@ -68,15 +68,12 @@ class BudgetBar:
         self.budget, self.start, self.phase, self.note = budget, start or time.monotonic(), "search", ""
         self.stop = threading.Event()
         self.bar = None
-        if self.stream.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(
+        if self.stream.isatty() or in_notebook():
+            self.bar = progress_bar(
                 total=int(budget),
                 desc="budget",
                 unit="s",
                 file=self.stream,
-                dynamic_ncols=True,
                 bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f}s {postfix}",
             )
             threading.Thread(target=self._tick, daemon=True).start()

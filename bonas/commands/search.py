@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from bonas.commands.processes import spawn_workers, supervise
 from bonas.config import StudyConfig, load_config
 from bonas.core.records import state_counts
+from bonas.nas.choices import check_choices
+from bonas.nas.worker import RunSummary, Stop, Worker, exit_code, open_study, prepare_worker
 from bonas.results.leaderboard import Progress, describe_best, leaderboard
-from bonas.search.choices import check_choices
-from bonas.search.worker import RunSummary, Stop, Worker, exit_code, open_study, prepare_worker
 from bonas.study.budget import Verdict, budget_status
 from bonas.study.studies import find_config, warm_start_params
 from bonas.study.urls import check_storage_url, check_writable, describe_url, resolve_storage, shell_url

@@ -14,8 +14,8 @@ from optuna.trial import FrozenTrial
 from bonas.core import records as R
 from bonas.core.errors import StudyError
 from bonas.core.spec import ArchSpec, TrainSpec
-from bonas.model.build import build_model, format_summary, summarize
-from bonas.search.space import specs_from_params
+from bonas.model.build import build_model, format_summary, resolutions, summarize
+from bonas.nas.space import specs_from_params
 from bonas.study.studies import Opened, stored_data, trial_of
 
 
@@ -49,6 +49,7 @@ def show(opened: Opened, number: int) -> str:
         f"val_acc {'-' if r.val_acc is None else f'{r.val_acc:.4f}'}",
         f"  input {'x'.join(map(str, shape))}, {n_classes} classes ({dataset})",
         f"  architecture  {arch.describe()}",
+        "  resolution    " + " -> ".join(f"{name} {h}x{w}" for name, h, w in resolutions(arch, shape)),
         f"  training      {', '.join(f'{k}={v}' for k, v in dataclasses.asdict(train).items())}",
         "",
         format_summary(summarize(net, shape)),

@@ -254,7 +254,7 @@ def slurm_command(
     """`bonas slurm`: check, render, submit (or print, with --dry-run) the job array."""
     from bonas.commands.search import say_finished
     from bonas.config import load_config
-    from bonas.search.choices import check_choices
+    from bonas.nas.choices import check_choices
     from bonas.study.budget import Verdict, budget_status
     from bonas.study.studies import find_config, warm_start_params
     from bonas.study.urls import ENV_STORAGE, check_storage_url, resolve_storage

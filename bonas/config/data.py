@@ -5,7 +5,7 @@ The data set's name is a registry of bonas.data.sources (each source checks its 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bonas.config.checks import Fail, at_least, between
 
@@ -18,9 +18,16 @@ class DataConfig:
     val_subset: int = 0  # likewise for validation; 0 = all
     augment: str = "none"  # none | auto (crop+flip where the data set allows) | search (a trial param)
     cutout: int = 0  # with augmentation: a random square of this many pixels a side blanked per image; 0 = off
-    root: str = ""  # imagefolder: the root/<class>/*.png tree
-    image_size: int = 32  # imagefolder: images are resized to image_size x image_size
-    channels: int = 3  # imagefolder: 1 (grey) or 3 (RGB)
+    root: str = ""  # imagefolder: the root/<class>/*.jpg tree (or root/train/<class>, root/test/<class>)
+    image_size: int = 32  # imagefolder: the short side resized to this, then the centre image_size x image_size
+    channels: int = 3  # imagefolder: 1 (grey) or 3 (RGB); files of other modes are converted, with a warning
+    arrays: list[str] = field(default_factory=list)  # arrays: ["data.npz"] or ["images.npy", "labels.npy"]
+    test_arrays: list[str] = field(default_factory=list)  # arrays: the test split, same form; [] = the npz's or 20 %
+    store: str = ""  # python: the store bonas.search(..., data=...) decoded the Python data into (set by the API)
+    flip: bool = True  # imagefolder, arrays: augmentation may mirror images (built-in data sets know their own)
+    # Data sets up to this size are held in memory (on the GPU when training there), larger ones stream from their
+    # decoded file on disk; 0 = auto: a sixteenth of the machine's memory (or an eighth of the GPU's) per worker
+    memory_limit_mb: float = 0.0
 
     def check(self, fail: Fail) -> None:
         between(fail, "val_fraction", self.val_fraction, 0, 1, "(exclusive)")
@@ -30,3 +37,4 @@ class DataConfig:
         if self.channels not in (1, 3):
             fail("channels", f"must be 1 or 3, got {self.channels}")
         at_least(fail, "image_size", self.image_size, 4, "pixels")
+        at_least(fail, "memory_limit_mb", self.memory_limit_mb, 0, "(0 = auto)")

@@ -1,7 +1,7 @@
 """The search's own sections: its budget, sampler and pruner, zero-cost screening and warm start.
 
 The names a section may choose (samplers, pruners, proxies) are registries of the layers that use them; those
-layers check the names (bonas.search.choices). Here: the values every choice shares.
+layers check the names (bonas.nas.choices). Here: the values every choice shares.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""The [space] section: what the define-by-run search space (bonas.search.space) may propose.
+"""The [space] section: what the define-by-run search space (bonas.nas.space) may propose.
 
-Block type names are a registry of bonas.model.blocks, checked there (bonas.search.choices); pooling and heads
+Block type names are a registry of bonas.model.blocks, checked there (bonas.nas.choices); pooling and heads
 are what an ArchSpec can express (bonas.core.spec).
 """
 
@@ -40,6 +40,13 @@ class SpaceConfig:
     dense_layers: list[int] = field(default_factory=lambda: [0, 2])  # [min, max] hidden dense layers
     dense_units: list[int] = field(default_factory=lambda: [32, 256])  # [min, max] log-int units
     dense_dropout: list[float] = field(default_factory=lambda: [0.0, 0.5])  # [min, max]
+    # Large images are down-sampled before the first block (a space's only other down-sampling is its blocks'
+    # pooling): how (conv: stride-2 3x3 convs; patch: one stride x stride conv; none: no stem), how wide, by how
+    # much. stem_stride 0 = auto: 2 ** round(log2(side / 32)), about 32 pixels a side for the blocks (1 below 46 px:
+    # no stem, and no stem params, for small images); 1 = never a stem.
+    stems: list[str] = field(default_factory=lambda: ["conv", "patch"])
+    stem_widths: list[int] = field(default_factory=lambda: [16, 32])
+    stem_stride: int = 0
     tie_blocks: bool = False  # one convs/width/kernel/pooling/bn/dropout for every block
     variants: list[VariantConfig] = field(default_factory=list)  # optional sub-spaces, see VariantConfig
 
@@ -85,3 +92,7 @@ def check_space(fail: Fail, s: SpaceConfig) -> None:
     bounds(fail, "dense_layers", s.dense_layers, integer=True, lower=0)
     bounds(fail, "dense_units", s.dense_units, integer=True, lower=1)
     bounds(fail, "dense_dropout", s.dense_dropout, lower=0.0, upper=0.95)
+    choices(fail, "stems", s.stems)
+    choices(fail, "stem_widths", s.stem_widths, positive=True)
+    if s.stem_stride < 0 or (s.stem_stride and s.stem_stride & (s.stem_stride - 1)):
+        fail("stem_stride", f"use 0 (auto) or a power of 2 (1 = no stem), got {s.stem_stride}")

@@ -19,6 +19,8 @@ from bonas.config.workers import ArtifactsConfig, WorkersConfig
 # Sections whose change makes old trials incomparable; budget, sampler, pruner and workers may change
 # between runs of one study.
 COMPARABLE_SECTIONS = ("dataset", "seed", "training", "data", "space", "objective")
+# Settings inside those sections that change where or how data is read, not which images trials see.
+NOT_COMPARED = {"data": ("dir", "memory_limit_mb", "store")}  # python data: compared by fingerprint
 
 
 @dataclass

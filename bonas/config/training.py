@@ -1,6 +1,6 @@
 """How networks train: the trials' [training] recipe and knobs, and the final model's [final] settings.
 
-Optimizer and schedule names are registries of bonas.training.recipe, checked there (bonas.search.choices).
+Optimizer and schedule names are registries of bonas.training.recipe, checked there (bonas.nas.choices).
 """
 
 from __future__ import annotations

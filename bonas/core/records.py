@@ -50,6 +50,7 @@ RUN_ATTRS = (EPOCHS, RESUMED_AT, SECONDS, REASON, CURVE, REUSED, INFEASIBLE, SCR
 STUDY_CONFIG = "bonas:config"  # the resolved config (storage URL masked)
 STUDY_ENV = "bonas:environment"  # package versions and hardware
 STUDY_DATA = "bonas:data"  # the data set's shape, classes, split sizes, normalisation
+STUDY_LIMITS = "bonas:limits"  # limits bonas chose for the config (the auto FLOPs limit), set at creation
 RETRAIN_PREFIX = "bonas:retrain:"  # + trial number: the retrained model's test results
 RUN_PREFIX = "bonas:run:"  # + run number: what a `bonas run` did with its budget
 

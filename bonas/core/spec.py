@@ -12,6 +12,7 @@ from typing import Any
 
 POOLINGS = ("max", "avg", "none")  # after a block: 2x2, stride 2
 HEADS = ("gap", "flatten")  # global average pool, or keep the spatial layout
+NO_STEM = "none"  # in a space's stems: no stem (the stem types themselves: bonas.model.blocks.STEM_TYPES)
 # describe()'s letter for the built-in block types (bonas.model.blocks); any other type is spelt out: toy32k3
 KIND_PREFIX = {"plain": "c", "residual": "r", "separable": "s"}
 
@@ -36,19 +37,45 @@ class BlockSpec:
 
 
 @dataclass(frozen=True)
+class StemSpec:
+    """What down-samples a large image before the first block (bonas.model.blocks.STEM_TYPES)."""
+
+    kind: str  # "conv": stride-2 3x3 convs (+ BN + ReLU) until the stride is reached; "patch": one stride x stride conv
+    width: int  # output channels
+    stride: int  # how much smaller each side comes out: a power of 2
+
+    def describe(self) -> str:
+        return f"{self.kind}{self.width}/{self.stride}"
+
+    def out_size(self, size: int) -> int:
+        """A side of ``size`` pixels after the stem: halved (rounding up) per stride-2 conv, or cut into whole patches."""
+        if self.kind == "conv":
+            for _ in range(self.stride.bit_length() - 1):
+                size = (size + 1) // 2
+            return size
+        return size // self.stride
+
+
+@dataclass(frozen=True)
 class ArchSpec:
     blocks: tuple[BlockSpec, ...]
     head: str  # "gap": global average pool; "flatten": keep the spatial layout
     dense: tuple[int, ...]  # hidden dense layers' units, before the classifier
     dense_dropout: float  # after each hidden dense layer
+    stem: StemSpec | None = None  # None: the first block sees the image as it is
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """As stored; without a stem there is no 'stem' key, so a spec (and every key and hash made from it) is
+        what it was before stems existed."""
+        d = {
             "blocks": [b.to_dict() for b in self.blocks],
             "head": self.head,
             "dense": list(self.dense),
             "dense_dropout": self.dense_dropout,
         }
+        if self.stem is not None:
+            d["stem"] = asdict(self.stem)
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -60,6 +87,7 @@ class ArchSpec:
             head=d["head"],
             dense=tuple(d["dense"]),
             dense_dropout=d["dense_dropout"],
+            stem=StemSpec(**d["stem"]) if d.get("stem") else None,
         )
 
     @classmethod
@@ -68,8 +96,8 @@ class ArchSpec:
 
     def describe(self) -> str:
         """One line, e.g. ``c32k3x2+bn/max | r64k5+bn/avg/d0.2 | s64k3 | gap | fc128`` (c plain, r residual,
-        s separable blocks)."""
-        parts = []
+        s separable blocks), after the stem when there is one: ``patch32/4 | ...``."""
+        parts = [self.stem.describe()] if self.stem is not None else []
         for b in self.blocks:
             s = f"{KIND_PREFIX.get(b.kind, b.kind)}{b.width}k{b.kernel}" + (f"x{b.convs}" if b.convs > 1 else "")
             s += "+bn" if b.batch_norm else ""

@@ -108,5 +108,3 @@ def _decode_cifar(name: str, d: Path) -> RawData:
         raise DataError(f"{d / meta_file}: not a {name} meta file (a {type(meta).__name__}, not a dict)")
     classes = [c.decode() if isinstance(c, bytes) else str(c) for c in meta.get(names_key, [])]
     return RawData(train_x, train_y, test_x, test_y, classes, f"CIFAR batches in {d}")
-
-

@@ -40,5 +40,3 @@ def download_torchvision(name: str, root: Path, looked: list[Path]) -> RawData:
     train_x, train_y = tensors(train)
     test_x, test_y = tensors(test)
     return RawData(train_x, train_y, test_x, test_y, list(train.classes), f"torchvision.datasets.{cls.__name__} in {root}")
-
-

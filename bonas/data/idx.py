@@ -87,5 +87,3 @@ def _decode_idx(name: str, files: dict[str, Path], where: Path) -> RawData:
         classes,
         f"IDX files in {where}",
     )
-
-

@@ -1,58 +1,136 @@
-"""ImageFolder: ``root/<class>/*.png|jpg`` (``root/train`` + ``root/test`` when present), decoded once."""
+"""ImageFolder: your own images, ``root/<class>/*.jpg|png|...`` (``root/train`` + ``root/test`` when both exist),
+decoded once into a store (bonas.data.store) by as many processes as the machine has cores.
+
+Every image keeps its aspect ratio: the short side is resized to ``[data] image_size`` and the centre cropped
+(bonas.data.decode). Greyscale, transparent, CMYK and 16-bit files are converted, said in one warning line;
+unreadable or truncated files are skipped, said in one line with the first few paths; a class with no images,
+or none that can be read, is refused in one line, and nothing is left in the cache.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import multiprocessing
+import os
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from bonas.config import DataConfig
 from bonas.core.errors import DataError
-from bonas.data.raw import RawData, cached, stratified_split
+from bonas.data.decode import decode_chunk
+from bonas.data.raw import cache_dir, fingerprint, stratified_split
+from bonas.data.store import Plan, Store, Writer, build_store
 
-IMAGEFOLDER_TEST_FRACTION = 0.2
-IMAGEFOLDER_TEST_SEED = 20_240_601
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+log = logging.getLogger(__name__)
+
+TEST_FRACTION = 0.2  # a folder without train/ and test/ gets a fixed, stratified test split of this share
+TEST_SEED = 20_240_601
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+SHOWN = 5  # skipped files named in the warning line
 
 
-def load_imagefolder(folder: Path, size: int, channels: int, root: Path) -> RawData:
+@dataclass(frozen=True)
+class Listing:
+    """The files of a folder in row order (its training split's first), their labels, its classes."""
+
+    files: list[Path]
+    labels: list[int]
+    n_train: int
+    classes: list[str]
+    source: str
+
+
+def _classes(folder: Path) -> dict[str, list[Path]]:
+    classes = {}
+    for d in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        classes[d.name] = sorted(f for f in d.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+    if not classes:
+        raise DataError(f"imagefolder: {folder} holds no class folders; put images in {folder}/<class>/*.jpg")
+    empty = [name for name, files in classes.items() if not files]
+    if empty:
+        raise DataError(
+            f"imagefolder: class {empty[0]!r} ({folder / empty[0]}) has no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
+            "add some or remove the folder"
+        )
+    return classes
+
+
+def list_folder(folder: Path) -> Listing:
     if not folder.is_dir():
-        raise DataError(f"imagefolder: data.root {folder} is not a directory; point it at root/<class>/*.png")
-    split_dirs = (folder / "train", folder / "test")
-    has_split = all(d.is_dir() for d in split_dirs)
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        raise DataError(f"imagefolder: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}")
-    key = f"imagefolder-{hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:8]}-{size}-{channels}"
-    return cached(root, key, files, lambda: _decode_imagefolder(folder, size, channels, has_split))
-
-
-def _decode_imagefolder(folder: Path, size: int, channels: int, has_split: bool) -> RawData:
-    import torchvision.datasets as tvd
-    from torchvision.transforms import v2
-
-    mode = "L" if channels == 1 else "RGB"
-    transform = v2.Compose([v2.Lambda(lambda im: im.convert(mode)), v2.PILToTensor(), v2.Resize((size, size), antialias=True)])
-
-    def decode(d: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-        try:
-            ds = tvd.ImageFolder(str(d), transform=transform)
-        except (FileNotFoundError, OSError) as err:
-            raise DataError(f"imagefolder: {d}: {err}") from None
-        xs = []
-        for i in range(len(ds)):
-            try:
-                xs.append(ds[i][0])
-            except OSError as err:
-                raise DataError(f"imagefolder: cannot decode {ds.samples[i][0]}: {err}") from None
-        return torch.stack(xs), torch.tensor(ds.targets, dtype=torch.int64), ds.classes
-
-    if has_split:
-        train_x, train_y, classes = decode(folder / "train")
-        test_x, test_y, test_classes = decode(folder / "test")
-        if test_classes != classes:
+        raise DataError(f"imagefolder: data.root {folder} is not a directory; point it at root/<class>/*.jpg")
+    if (folder / "train").is_dir() and (folder / "test").is_dir():
+        train, test = _classes(folder / "train"), _classes(folder / "test")
+        if list(train) != list(test):
             raise DataError(f"imagefolder: {folder}/train and {folder}/test hold different classes")
-        return RawData(train_x, train_y, test_x, test_y, classes, f"ImageFolder {folder} (train/test)")
-    x, y, classes = decode(folder)
-    train, test = stratified_split(y, IMAGEFOLDER_TEST_FRACTION, IMAGEFOLDER_TEST_SEED)
-    return RawData(x[train], y[train], x[test], y[test], classes, f"ImageFolder {folder} (fixed 20% test split)")
+        files = [f for c in train.values() for f in c] + [f for c in test.values() for f in c]
+        labels = [i for i, c in enumerate(train.values()) for _ in c] + [i for i, c in enumerate(test.values()) for _ in c]
+        n_train = sum(len(c) for c in train.values())
+        return Listing(files, labels, n_train, list(train), f"ImageFolder {folder} (train/test)")
+    classes = _classes(folder)
+    files = [f for c in classes.values() for f in c]
+    y = torch.tensor([i for i, c in enumerate(classes.values()) for _ in c])
+    keep, held = stratified_split(y, TEST_FRACTION, TEST_SEED)
+    order = torch.cat([keep, held]).tolist()
+    return Listing(
+        [files[i] for i in order], y[order].tolist(), len(keep), list(classes), f"ImageFolder {folder} (fixed 20% test split)"
+    )
+
+
+def _fill(listing: Listing, channels: int, size: int):
+    def fill(writer: Writer) -> None:
+        shape = (channels, size, size)
+        file, tasks = str(writer.folder / "images.u8"), []
+        for c in writer.todo():
+            r = writer.rows(c)
+            tasks.append(
+                (file, writer.plan.rows, shape, r.start, c, listing.files[r.start : r.stop], listing.labels[r.start : r.stop])
+            )
+        if tasks:
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            # spawned, not forked: the process may hold database connections; bonas.data.decode needs PIL and numpy only
+            with multiprocessing.get_context("spawn").Pool(max(1, min(len(tasks), cores))) as pool:
+                for chunk, labels, info in pool.imap_unordered(decode_chunk, tasks):
+                    writer.record(chunk, labels, info)
+        _report(writer, listing)
+
+    return fill
+
+
+def _report(writer: Writer, listing: Listing) -> None:
+    """Refuse a class none of whose images could be read; say once what was converted and skipped."""
+    converted: Counter = Counter()
+    skipped: list[str] = []
+    for chunk in sorted(writer.infos, key=int):
+        converted.update(writer.infos[chunk].get("converted", {}))
+        skipped += writer.infos[chunk].get("skipped", [])
+    read = set(writer.labels[writer.labels >= 0].tolist())
+    for label, name in enumerate(listing.classes):
+        if label not in read:
+            example = next(f for f, y in zip(listing.files, listing.labels, strict=True) if y == label)
+            raise DataError(f"imagefolder: class {name!r}: none of its images could be read (e.g. {example})")
+    if converted:
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(converted.items()))
+        writer.note(f"imagefolder: converted {sum(converted.values())} images to the configured channels: {kinds}")
+    if skipped:
+        more = f" and {len(skipped) - SHOWN} more" if len(skipped) > SHOWN else ""
+        writer.note(f"imagefolder: skipped {len(skipped)} unreadable images: {'; '.join(skipped[:SHOWN])}{more}")
+
+
+def load_imagefolder(data: DataConfig, root: Path) -> Store:
+    folder = Path(data.root).expanduser()
+    listing = list_folder(folder)
+    size, channels = data.image_size, data.channels
+    where = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:8]
+    key = f"imagefolder-{where}-{size}-{channels}-{fingerprint(listing.files, listing.n_train)}"
+
+    def plan() -> Plan:
+        return Plan((channels, size, size), len(listing.files), listing.n_train, listing.classes, listing.source)
+
+    store = build_store(cache_dir(root), key, plan, _fill(listing, channels, size))
+    for line in store.notes:
+        log.warning("%s", line)
+    return store

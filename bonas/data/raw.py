@@ -1,5 +1,5 @@
-"""A decoded data set (uint8 images, int64 labels, its official split), where data lives, stratified splits,
-and the cache of decoded tensors that lets a second trial or worker skip the decoding.
+"""A decoded data set as tensors (what a data source's reader returns), where data lives, stratified splits, and
+the cache that lets a second trial or worker skip the decoding (a store: bonas.data.store).
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from pathlib import Path
 import torch
 
 from bonas.config import DataConfig
-
-CACHE_VERSION = 1  # bump when decoding changes, so old caches are not reused
+from bonas.data.store import STORE_VERSION, Plan, Store, Writer, build_store
 
 
 @dataclass
@@ -74,34 +73,42 @@ def _stratified(y: torch.Tensor, n_held: int, seed: int) -> tuple[torch.Tensor, 
     return torch.cat(keep).sort().values, torch.cat(held).sort().values
 
 
-# --- the decoded-tensor cache --------------------------------------------------------------------
+# --- the cache of decoded data sets ---------------------------------------------------------------
 
 
-def _fingerprint(files: list[Path]) -> str:
-    h = hashlib.sha256(str(CACHE_VERSION).encode())
+def fingerprint(files: list[Path], *extra: object) -> str:
+    """What the cache key of data read from ``files`` depends on: their paths, sizes and modification times."""
+    h = hashlib.sha256(repr((STORE_VERSION, extra)).encode())
     for f in sorted(files):
         st = f.stat()
         h.update(f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
 
 
-def cached(root: Path, key: str, files: list[Path], decode: Callable[[], RawData]) -> RawData:
-    """Decode once; later calls (other trials, other workers) load the saved tensors."""
-    path = root / "cache" / f"{key}-{_fingerprint(files)}.pt"
-    if path.exists():
-        try:
-            d = torch.load(path, weights_only=True)
-            return RawData(d["train_x"], d["train_y"], d["test_x"], d["test_y"], list(d["classes"]), d["source"])
-        except Exception:  # a torn or foreign file: decode again and replace it
-            pass
-    raw = decode()
+def cache_dir(root: Path) -> Path:
+    return root / "cache"
+
+
+def cached(root: Path, key: str, files: list[Path], decode: Callable[[], RawData]) -> Store | RawData:
+    """Decode once into a store (bonas.data.store); later calls (other trials, other workers) read the store.
+    A data dir that cannot be written only costs the decoding again: the decoded tensors come back as they are."""
+    decoded: list[RawData] = []
+
+    def plan() -> Plan:
+        decoded.append(decode())
+        raw = decoded[0]
+        rows = len(raw.train_y) + len(raw.test_y)
+        return Plan(tuple(raw.train_x.shape[1:]), rows, len(raw.train_y), list(raw.classes), raw.source)
+
+    def fill(writer: Writer) -> None:
+        raw = decoded[0]
+        images = torch.cat([raw.train_x, raw.test_x]).numpy()
+        labels = torch.cat([raw.train_y, raw.test_y]).numpy()
+        for chunk in writer.todo():
+            rows = writer.rows(chunk)
+            writer.write(chunk, images[rows.start : rows.stop], labels[rows.start : rows.stop])
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({**raw.__dict__}, tmp)
-        os.replace(tmp, path)  # atomic: concurrent workers never read half a file
+        return build_store(cache_dir(root), f"{key}-{fingerprint(files)}", plan, fill)
     except OSError:
-        pass  # a read-only data dir only costs the decoding again
-    return raw
-
-
+        return decoded[0] if decoded else decode()

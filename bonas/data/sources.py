@@ -9,6 +9,8 @@ official test split get a fixed, stratified one.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +21,15 @@ import torch
 from bonas.config import DataConfig, StudyConfig
 from bonas.config.checks import Fail, one_of
 from bonas.core.errors import DataError
+from bonas.data import arrays, python
+from bonas.data.arrays import load_arrays
 from bonas.data.cifar import load_cifar
 from bonas.data.idx import load_idx_dataset
 from bonas.data.imagefolder import load_imagefolder
+from bonas.data.images import DiskImages, Images, MemoryImages
+from bonas.data.python import load_python
 from bonas.data.raw import RawData, cached, data_dir, stratified_split
+from bonas.data.store import Store
 
 DIGITS_TEST_FRACTION = 0.2  # digits has no official test split: a fixed one (seed below) stands in
 DIGITS_TEST_SEED = 20_240_601
@@ -32,10 +39,12 @@ DIGITS_TEST_SEED = 20_240_601
 class DataSource:
     """How a data set is read, and which augmentations make sense for it."""
 
-    load: Callable[[DataConfig, Path], RawData]  # (the [data] settings, the data dir) -> the decoded data set
+    # (the [data] settings, the data dir) -> the decoded data set: tensors (RawData), or a store on disk
+    load: Callable[[DataConfig, Path], RawData | Store]
     crop_pad: int | None  # random crop after padding by this many pixels; None: an eighth of the image's side
-    flip: bool  # random horizontal flips: clothes, objects and photos survive one, digits do not
+    flip: bool | None  # random horizontal flips (clothes, objects, photos survive one, digits do not); None: [data] flip
     check: Callable[[DataConfig, Fail], None] | None = None  # its own [data] settings, before anything is read
+    resized_crop: bool = False  # augment with a random-resized crop instead of the padded one (photos)
 
 
 def _load_digits() -> RawData:
@@ -47,8 +56,6 @@ def _load_digits() -> RawData:
     train, test = stratified_split(y, DIGITS_TEST_FRACTION, DIGITS_TEST_SEED)
     classes = [str(c) for c in d.target_names]
     return RawData(x[train], y[train], x[test], y[test], classes, "sklearn.datasets.load_digits")
-
-
 
 
 def _check_imagefolder(data: DataConfig, fail: Fail) -> None:
@@ -63,12 +70,9 @@ DATA_SOURCES: dict[str, DataSource] = {
     "fashion-mnist": DataSource(lambda data, root: load_idx_dataset("fashion-mnist", root), 2, True),
     "cifar10": DataSource(lambda data, root: load_cifar("cifar10", root), 4, True),
     "cifar100": DataSource(lambda data, root: load_cifar("cifar100", root), 4, True),
-    "imagefolder": DataSource(
-        lambda data, root: load_imagefolder(Path(data.root).expanduser(), data.image_size, data.channels, root),
-        None,
-        True,
-        _check_imagefolder,
-    ),
+    "imagefolder": DataSource(load_imagefolder, None, None, _check_imagefolder, resized_crop=True),
+    "arrays": DataSource(load_arrays, None, None, arrays.check),
+    "python": DataSource(load_python, None, None, python.check),  # bonas.search(..., data=...) fills [data] store
 }
 
 
@@ -80,7 +84,50 @@ def check(config: StudyConfig) -> None:
         source.check(config.data, config.fail("data"))
 
 
-def load_raw(name: str, config: DataConfig) -> RawData:
+@dataclass
+class Decoded:
+    """A data set as the splits see it: every row's image, in memory or on disk, and its label."""
+
+    images: Images  # (N, C, H, W) uint8: the official training split's rows, then its test split's
+    labels: torch.Tensor  # (N,) int64; -1: a row whose image could not be read
+    n_train: int
+    classes: list[str]
+    source: str
+
+
+def from_raw(raw: RawData) -> Decoded:
+    """Tensors a reader returned, as rows in memory (one copy, for a data set small enough to decode into tensors)."""
+    images = MemoryImages(torch.cat([raw.train_x, raw.test_x]))
+    return Decoded(images, torch.cat([raw.train_y, raw.test_y]), len(raw.train_y), list(raw.classes), raw.source)
+
+
+def memory_limit(config: DataConfig, workers: int = 1) -> int:
+    """Bytes of images one process may hold in memory: ``[data] memory_limit_mb``, else a sixteenth of the
+    machine's memory, or an eighth of the GPU's where the data lives on the GPU, shared by ``workers``."""
+    if config.memory_limit_mb:
+        return int(config.memory_limit_mb * 2**20)
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_properties(0).total_memory // (8 * max(1, workers))
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (16 * max(1, workers))
+
+
+def decode(name: str, config: DataConfig, workers: int = 1) -> Decoded:
+    """The data set, decoded once (its store) and held in memory when it fits :func:`memory_limit`, else streamed."""
     if name not in DATA_SOURCES:
         raise DataError(f"unknown dataset {name!r}; registered: {', '.join(DATA_SOURCES)}")
-    return DATA_SOURCES[name].load(config, data_dir(config))
+    got = DATA_SOURCES[name].load(config, data_dir(config))
+    if isinstance(got, RawData):
+        return from_raw(got)
+    plan, labels = got.plan, torch.from_numpy(got.labels)
+    if got.nbytes <= memory_limit(config, workers):
+        images: Images = MemoryImages(torch.from_numpy(got.read_all()))
+    else:
+        images = DiskImages(got.images_file, (plan.rows, *plan.shape))
+    return Decoded(images, labels, plan.n_train, list(plan.classes), plan.source)
+
+
+def load_raw(name: str, config: DataConfig) -> RawData:
+    """The whole data set as tensors, whatever its size (small data sets, tests and benches)."""
+    data = decode(name, dataclasses.replace(config, memory_limit_mb=1e12))
+    x, y, n = data.images.x, data.labels, data.n_train
+    return RawData(x[:n], y[:n], x[n:], y[n:], data.classes, data.source)

@@ -1,45 +1,73 @@
-"""The data a trial sees: train / validation / test splits of a decoded data set, batched by index slices.
+"""The data a trial sees: train / validation / test rows of a decoded data set, and their batches.
 
 Train and validation are a seeded, stratified split of the official training set (optionally subsets,
-class-balanced); test is the official test split, touched only by ``bonas retrain``. Batches are index
-slices of in-memory uint8 tensors; scaling to float, normalisation (statistics of the training split only)
-and augmentation happen batched, on the device that trains (:class:`Preprocess`).
+class-balanced); test is the official test split, touched only by the final training. A split is a tensor of row
+numbers into the data set's images — held in memory (index slices, on the device that trains) or streamed from
+their file on disk — so no split copies an image. Scaling to float, normalisation (statistics of the training
+split only) and augmentation happen batched, on the device that trains (bonas.data.augment).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
-from torch import nn
 
 from bonas.config import DataConfig
-from bonas.data.raw import RawData, balanced_subset, stratified_split
-from bonas.data.sources import DATA_SOURCES, load_raw
+from bonas.data.augment import Preprocess
+from bonas.data.batches import Batches, stream
+from bonas.data.images import DiskImages, Images, MemoryImages
+from bonas.data.raw import balanced_subset, stratified_split
+from bonas.data.sources import DATA_SOURCES, Decoded, decode
+
+STATS_CHUNK = 4096  # images per step of the channel statistics: a float64 copy of a chunk, never of the set
+
 
 @dataclass
 class Splits:
     name: str
     classes: list[str]
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    val_x: torch.Tensor
-    val_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    mean: tuple[float, ...]  # per channel, of train_x scaled to [0, 1]
+    images: Images  # every row of the data set: its training split's rows, then its test split's
+    labels: torch.Tensor  # one per row; -1 marks a row whose image could not be read (in no split)
+    train: torch.Tensor  # row numbers
+    val: torch.Tensor
+    test: torch.Tensor
+    mean: tuple[float, ...]  # per channel, of the training rows scaled to [0, 1]
     std: tuple[float, ...]
     crop_pad: int  # augmentation: random crop after padding by this many pixels
     flip: bool  # augmentation: random horizontal flip
     source: str
+    resized_crop: bool = False  # augmentation: a random-resized crop instead of the padded one (photos)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
 
     @property
     def n_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def streamed(self) -> bool:
+        return isinstance(self.images, DiskImages)
+
+    def labels_of(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.labels[rows.to(self.labels.device)]
+
+    def take(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The uint8 images and labels of ``rows``."""
+        return self.images.take(rows), self.labels_of(rows)
+
+    def loader(self, rows: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0):
+        """Batches of ``rows``: index slices in memory, or read from disk a few batches ahead."""
+        if isinstance(self.images, DiskImages):
+            return stream(self.images, self.labels, rows, batch_size, shuffle, seed)
+        return Batches(self.images, self.labels, rows, batch_size, shuffle, seed)
+
+    def preprocess(self, cutout: int = 0, rows: torch.Tensor | None = None) -> Preprocess:
+        """Normalisation by the training rows' statistics (or those of ``rows``), with this data set's augmentation."""
+        mean, std = (self.mean, self.std) if rows is None else channel_stats(self.images, rows)
+        return Preprocess(mean, std, self.crop_pad, self.flip, cutout, self.resized_crop)
 
     def describe(self) -> dict:
         return {
@@ -48,153 +76,58 @@ class Splits:
             "input_shape": list(self.input_shape),
             "n_classes": self.n_classes,
             "classes": self.classes,
-            "n_train": len(self.train_y),
-            "n_val": len(self.val_y),
-            "n_test": len(self.test_y),
+            "n_train": len(self.train),
+            "n_val": len(self.val),
+            "n_test": len(self.test),
             "mean": list(self.mean),
             "std": list(self.std),
+            "streamed": self.streamed,
         }
 
     def to(self, device: torch.device | str) -> Splits:
-        """The same splits with the tensors on ``device`` (the GPU when training there)."""
-        moved = {k: getattr(self, k).to(device) for k in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")}
-        return Splits(**{**self.__dict__, **moved})
+        """The same splits with the images (when held in memory), labels and rows on ``device``."""
+        images = self.images.to(device) if isinstance(self.images, MemoryImages) else self.images
+        moved = {k: getattr(self, k).to(device) for k in ("labels", "train", "val", "test")}
+        return replace(self, images=images, **moved)
 
 
-def load_splits(name: str, config: DataConfig, seed: int) -> Splits:
-    """Load (from the decoded cache when possible) and split a data set."""
-    raw = load_raw(name, config)
-    return make_splits(name, raw, config, seed)
+def load_splits(name: str, config: DataConfig, seed: int, workers: int = 1) -> Splits:
+    """Load (from its store when decoded before) and split a data set; ``workers``: the local processes that each
+    load it (the memory limit is shared between them)."""
+    return make_splits(name, decode(name, config, workers), config, seed)
 
 
-def make_splits(name: str, raw: RawData, config: DataConfig, seed: int) -> Splits:
-    train_idx, val_idx = stratified_split(raw.train_y, config.val_fraction, seed)
-    train_idx = train_idx[balanced_subset(raw.train_y[train_idx], config.train_subset, seed + 1)]
-    val_idx = val_idx[balanced_subset(raw.train_y[val_idx], config.val_subset, seed + 2)]
-    train_x = raw.train_x[train_idx]
-    mean, std = channel_stats(train_x)
+def make_splits(name: str, data: Decoded, config: DataConfig, seed: int) -> Splits:
+    readable = data.labels >= 0
+    rows = torch.arange(len(data.labels))
+    pool = rows[: data.n_train][readable[: data.n_train]]  # the official training split's readable rows
+    y = data.labels[pool]
+    keep, held = stratified_split(y, config.val_fraction, seed)
+    train = pool[keep[balanced_subset(y[keep], config.train_subset, seed + 1)]]
+    val = pool[held[balanced_subset(y[held], config.val_subset, seed + 2)]]
+    test = rows[data.n_train :][readable[data.n_train :]]
+    mean, std = channel_stats(data.images, train)
     source = DATA_SOURCES[name]
-    pad, flip = source.crop_pad, source.flip
-    if pad is None:
-        pad = max(1, raw.train_x.shape[-1] // 8)
+    pad = source.crop_pad if source.crop_pad is not None else max(1, data.images.shape[-1] // 8)
+    flip = source.flip if source.flip is not None else config.flip
     return Splits(
-        name=name,
-        classes=raw.classes,
-        train_x=train_x,
-        train_y=raw.train_y[train_idx],
-        val_x=raw.train_x[val_idx],
-        val_y=raw.train_y[val_idx],
-        test_x=raw.test_x,
-        test_y=raw.test_y,
-        mean=mean,
-        std=std,
-        crop_pad=pad,
-        flip=flip,
-        source=raw.source,
+        name, data.classes, data.images, data.labels, train, val, test, mean, std, pad, flip, data.source, source.resized_crop
     )
 
 
-def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of uint8 images scaled to [0, 1] (float64 sums: exact enough)."""
-    flat = x.transpose(0, 1).reshape(x.shape[1], -1).double() / 255.0
-    std = flat.std(dim=1).clamp_min(1e-3)
-    return tuple(flat.mean(dim=1).tolist()), tuple(std.tolist())
-
-
-# --- batching and on-device preprocessing ---------------------------------------------------------
-
-
-class EpochOrder:
-    """The shuffled order of an epoch, a function of (seed, epoch) alone: a trial resumed at epoch k draws
-    the batches it would have drawn uninterrupted. Lightning calls ``set_epoch`` before each epoch (it
-    looks for a ``sampler`` with that method); without it, each pass takes the next epoch."""
-
-    def __init__(self, seed: int):
-        self.seed, self.epoch = seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def permutation(self, n: int) -> torch.Tensor:
-        generator = torch.Generator(device="cpu").manual_seed(self.seed * 100_003 + self.epoch)
-        self.epoch += 1
-        return torch.randperm(n, generator=generator)
-
-
-class Batches:
-    """Batches as index slices of in-memory tensors: no per-sample Python, no DataLoader workers."""
-
-    batch_sampler = None  # what Lightning looks at beside ``sampler`` (an EpochOrder) on a loader
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0):
-        self.x, self.y = x, y
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.sampler = EpochOrder(seed)
-
-    def __len__(self) -> int:
-        return (len(self.y) + self.batch_size - 1) // self.batch_size
-
-    def __iter__(self):
-        n, bs = len(self.y), self.batch_size
-        if not self.shuffle:
-            for i in range(0, n, bs):
-                yield self.x[i : i + bs], self.y[i : i + bs]
-            return
-        order = self.sampler.permutation(n).to(self.x.device)
-        for i in range(0, n, bs):
-            idx = order[i : i + bs]
-            yield self.x[idx], self.y[idx]
-
-
-class Preprocess(nn.Module):
-    """uint8 batch -> normalised float batch, with optional batched random crop and flip.
-
-    Runs where the batch is (the GPU when training there). Crop offsets and flips are drawn per image,
-    which torchvision's batched transforms (one draw per batch) do not do.
-    """
-
-    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], crop_pad: int = 0, flip: bool = False, cutout: int = 0):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-        self.crop_pad = crop_pad
-        self.flip = flip
-        self.cutout = cutout
-
-    def forward(self, x: torch.Tensor, augment: bool = False) -> torch.Tensor:
-        if augment and self.crop_pad > 0:
-            x = random_crop(x, self.crop_pad)
-        if augment and self.flip:
-            flip = torch.rand(x.shape[0], device=x.device) < 0.5
-            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
-        x = (x.float().div_(255.0) - self.mean) / self.std
-        if augment and self.cutout > 0:
-            x = cutout(x, self.cutout)
-        return x
-
-
-def cutout(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Per-image cutout (DeVries & Taylor 2017): a size x size square at a random centre (it may reach past
-    the border) set to 0, the mean after normalisation; one masked multiply for the batch."""
-    n, _, h, w = x.shape
-    cy = torch.randint(0, h, (n, 1, 1), device=x.device)
-    cx = torch.randint(0, w, (n, 1, 1), device=x.device)
-    rows = torch.arange(h, device=x.device).view(1, h, 1)
-    cols = torch.arange(w, device=x.device).view(1, 1, w)
-    top, left = cy - size // 2, cx - size // 2
-    inside = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)
-    return x * (~inside).unsqueeze(1).to(x.dtype)
-
-
-def random_crop(x: torch.Tensor, pad: int) -> torch.Tensor:
-    """Per-image random crop of a zero-padded batch back to its size, in one gather."""
-    n, _, h, w = x.shape
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n, 1), device=x.device)
-    dx = torch.randint(0, 2 * pad + 1, (n, 1), device=x.device)
-    rows = (torch.arange(h, device=x.device).view(1, h) + dy).view(n, 1, h, 1)
-    cols = (torch.arange(w, device=x.device).view(1, w) + dx).view(n, 1, 1, w)
-    batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
-    chans = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
-    return padded[batch, chans, rows, cols]
+def channel_stats(images: Images, rows: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of the images of ``rows`` scaled to [0, 1] (float64 sums over chunks: exact
+    enough, and never a float copy of the whole set)."""
+    channels = images.shape[1]
+    total = torch.zeros(channels, dtype=torch.float64)
+    squares = torch.zeros(channels, dtype=torch.float64)
+    count = 0
+    for i in range(0, len(rows), STATS_CHUNK):
+        x = images.take(rows[i : i + STATS_CHUNK]).cpu()
+        flat = x.transpose(0, 1).reshape(channels, -1).double() / 255.0
+        total += flat.sum(dim=1)
+        squares += (flat * flat).sum(dim=1)
+        count += flat.shape[1]
+    mean = total / max(1, count)
+    var = (squares - count * mean * mean) / max(1, count - 1)
+    return tuple(mean.tolist()), tuple(var.clamp_min(0).sqrt().clamp_min(1e-3).tolist())

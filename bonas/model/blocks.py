@@ -15,7 +15,7 @@ from torch import nn
 
 from bonas.config import StudyConfig
 from bonas.config.checks import choices
-from bonas.core.spec import BlockSpec
+from bonas.core.spec import NO_STEM, BlockSpec, StemSpec
 
 Layers = list[tuple[str, nn.Module]]
 
@@ -95,7 +95,31 @@ BLOCK_TYPES: dict[str, Callable[[int, BlockSpec, int], Layers]] = {
 }
 
 
+def _conv_stem(c_in: int, stem: StemSpec) -> Layers:
+    """log2(stride) stride-2 3x3 convs, each with BN and ReLU: a small image at a quarter (or less) of the cost."""
+    out: Layers = []
+    for j in range(stem.stride.bit_length() - 1):
+        out += [
+            (f"stem_conv{j}", conv(c_in, stem.width, 3, True, stride=2)),
+            (f"stem_bn{j}", nn.BatchNorm2d(stem.width)),
+            (f"stem_relu{j}", nn.ReLU(inplace=True)),
+        ]
+        c_in = stem.width
+    return out
+
+
+def _patch_stem(c_in: int, stem: StemSpec) -> Layers:
+    """One stride x stride conv of stride ``stride`` (patchify, as ViT and ConvNeXt begin), BN, ReLU."""
+    patch = nn.Conv2d(c_in, stem.width, stem.stride, stride=stem.stride, bias=False)
+    return [("stem_patch", patch), ("stem_bn", nn.BatchNorm2d(stem.width)), ("stem_relu", nn.ReLU(inplace=True))]
+
+
+# name -> (incoming channels, the stem) -> its named layers (NO_STEM, "none", in a space's stems: no stem at all)
+STEM_TYPES: dict[str, Callable[[int, StemSpec], Layers]] = {"conv": _conv_stem, "patch": _patch_stem}
+
+
 def check(config: StudyConfig) -> None:
     fail = config.fail("space")
     for prefix, space in config.space.merged():
         choices(fail, f"{prefix}block_types", space.block_types, allowed=BLOCK_TYPES)
+        choices(fail, f"{prefix}stems", space.stems, allowed=(NO_STEM, *STEM_TYPES))

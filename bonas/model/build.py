@@ -17,18 +17,22 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from bonas.core.spec import ArchSpec
-from bonas.model.blocks import BLOCK_TYPES
+from bonas.model.blocks import BLOCK_TYPES, STEM_TYPES
 
 
 def build_model(spec: ArchSpec, input_shape: tuple[int, int, int], n_classes: int) -> nn.Sequential:
     """A fresh, randomly initialised network; ``input_shape`` is (channels, height, width).
 
-    One flat ``nn.Sequential``: each block's layers as its type makes them (bonas.model.blocks: a plain block
+    One flat ``nn.Sequential``: the stem's layers when there is one (``stem_conv0``, ... or ``stem_patch``), then
+    each block's layers as its type makes them (bonas.model.blocks: a plain block
     ``b0_conv0``, ``b0_bn0``, ``b0_relu0``, ...; a residual block one ``b0_res``; a separable block a
     ``b0_sep0`` per conv with its BN and ReLU), then its pooling and dropout; then the head.
     """
     channels, height, width = input_shape
     layers: list[tuple[str, nn.Module]] = []
+    if spec.stem is not None:
+        layers += STEM_TYPES[spec.stem.kind](channels, spec.stem)
+        channels, height, width = spec.stem.width, spec.stem.out_size(height), spec.stem.out_size(width)
     for i, block in enumerate(spec.blocks):
         if block.kind not in BLOCK_TYPES:
             raise ValueError(f"block {i}: unknown block type {block.kind!r}; registered: {', '.join(BLOCK_TYPES)}")
@@ -56,6 +60,21 @@ def build_model(spec: ArchSpec, input_shape: tuple[int, int, int], n_classes: in
         features = units
     layers.append(("classifier", nn.Linear(features, n_classes)))
     return nn.Sequential(OrderedDict(layers))
+
+
+def resolutions(spec: ArchSpec, input_shape: tuple[int, int, int]) -> list[tuple[str, int, int]]:
+    """(stage, height, width) of the feature map the input, the stem and each block hand on: where a network
+    spends its FLOPs (a conv's cost grows with the area it runs at)."""
+    _, height, width = input_shape
+    out = [("input", height, width)]
+    if spec.stem is not None:
+        height, width = spec.stem.out_size(height), spec.stem.out_size(width)
+        out.append(("stem", height, width))
+    for i, block in enumerate(spec.blocks):
+        if block.pool != "none":
+            height, width = height // 2, width // 2
+        out.append((f"b{i}", height, width))
+    return out
 
 
 def count_params(net: nn.Module) -> int:

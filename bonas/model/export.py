@@ -10,6 +10,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -95,20 +96,57 @@ def _onnx_runner(path: Path):
 
 
 def load_image(path: str | Path, shape: tuple[int, int, int]) -> torch.Tensor:
-    """An image file as a (C, H, W) float tensor in [0, 1], converted and resized like the training data."""
-    from PIL import Image, UnidentifiedImageError
-    from torchvision.transforms import v2
+    """An image file as a (C, H, W) float tensor in [0, 1], made as the training images were: converted, its short
+    side resized, the centre cropped (bonas.data.decode)."""
+    from PIL import UnidentifiedImageError
+
+    from bonas.data.decode import decode_image
 
     try:
-        image = Image.open(path)
-        image.load()
+        array, _ = decode_image(path, shape[1], shape[0])
     except FileNotFoundError:
         raise BonasError(f"{path}: no such image file") from None
-    except (UnidentifiedImageError, OSError) as err:
+    except (UnidentifiedImageError, OSError, ValueError) as err:
         raise BonasError(f"{path}: not an image ({err})") from None
-    image = image.convert("L" if shape[0] == 1 else "RGB")
-    x = v2.Resize(shape[1:], antialias=True)(v2.PILToTensor()(image))
-    return x.float() / 255.0
+    return torch.from_numpy(array).float() / 255.0
+
+
+class Preprocessor:
+    """What turns images into a trained network's input: ``preprocess(images)`` -> a normalised (N, C, H, W)
+    batch. ``images``: file paths, PIL images, or uint8 (0..255) or float (0..1) tensors of (C, H, W) or (N, C, H,
+    W) — resized and cropped as the training images were when their size differs. ``classes`` names the outputs."""
+
+    def __init__(self, shape: tuple[int, int, int], mean, std, classes: list[str]):
+        self.shape, self.classes = tuple(shape), classes
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+
+    def _one(self, image) -> torch.Tensor:
+        if isinstance(image, (str, Path)):
+            return load_image(image, self.shape)
+        from PIL import Image
+
+        if isinstance(image, Image.Image):
+            from bonas.data.decode import square, to_mode
+
+            mode = "RGB" if self.shape[0] == 3 else "L"
+            array = torch.from_numpy(np.asarray(square(to_mode(image, mode), self.shape[1])).copy())
+            return (array.unsqueeze(0) if array.ndim == 2 else array.permute(2, 0, 1)).float() / 255.0
+        x = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
+        if tuple(x.shape[-2:]) != self.shape[1:]:
+            from torchvision.transforms import v2
+
+            x = v2.CenterCrop(self.shape[1:])(v2.Resize(min(self.shape[1:]), antialias=True)(x))
+        return x
+
+    def __call__(self, images) -> torch.Tensor:
+        if isinstance(images, torch.Tensor) and images.dim() == 4:
+            batch = torch.stack([self._one(x) for x in images])
+        elif isinstance(images, (list, tuple)):
+            batch = torch.stack([self._one(x) for x in images])
+        else:
+            batch = self._one(images).unsqueeze(0)
+        return (batch - self.mean) / self.std
 
 
 def predict(checkpoint: str | Path, images: list[str], top: int = 3) -> list[tuple[str, list[tuple[str, float]]]]:

@@ -86,8 +86,27 @@ def describe_best(study: optuna.Study) -> str:
     )
 
 
+def in_notebook() -> bool:
+    """Running in a Jupyter kernel (where tqdm's notebook bar replaces text lines)."""
+    shell = sys.modules.get("IPython") and getattr(sys.modules["IPython"], "get_ipython", lambda: None)()
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def progress_bar(**kwargs: Any) -> Any:
+    """tqdm's bar: the notebook widget in Jupyter (tqdm.auto chooses it), the text bar on a terminal."""
+    if in_notebook():
+        from tqdm.auto import tqdm
+
+        kwargs.pop("file", None)
+        return tqdm(**kwargs)
+    from tqdm import tqdm
+
+    return tqdm(dynamic_ncols=True, **kwargs)
+
+
 class Progress:
-    """Study-level progress: a bar on a terminal (done/total, best, pruned), one line per trial elsewhere."""
+    """Study-level progress: a bar on a terminal or in a notebook (done/total, best, pruned), one line per trial
+    elsewhere."""
 
     def __init__(self, study_name: str, total: int | None, enabled: bool = True, stream: Any = None):
         self.stream = stream or sys.stderr
@@ -96,10 +115,8 @@ class Progress:
         self.seen: set[int] = set()
         self.enabled = enabled
         self.bar = None
-        if enabled and self.stream.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, desc=study_name, unit="trial", file=self.stream, dynamic_ncols=True)
+        if enabled and (self.stream.isatty() or in_notebook()):
+            self.bar = progress_bar(total=total, desc=study_name, unit="trial", file=self.stream)
 
     def update(self, study: optuna.Study) -> None:
         if not self.enabled:

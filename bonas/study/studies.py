@@ -16,7 +16,8 @@ from typing import Any
 
 import optuna
 
-from bonas.config import COMPARABLE_SECTIONS, StudyConfig, config_from_dict, load_config
+from bonas.config import COMPARABLE_SECTIONS, NOT_COMPARED, StudyConfig, config_from_dict, load_config
+from bonas.config.objective import AUTO
 from bonas.core import records as R
 from bonas.core.errors import ConfigError, StudyError
 from bonas.study.samplers import directions, make_pruner, make_sampler
@@ -26,7 +27,7 @@ from bonas.study.urls import mask_url, resolve_storage, sqlite_path
 STUDIES_DIR = Path("studies")
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-# bonas runs its own heartbeat around ask/tell (see bonas.search.worker), which this warning does not know.
+# bonas runs its own heartbeat around ask/tell (see bonas.nas.worker), which this warning does not know.
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 
@@ -142,7 +143,12 @@ def warm_start_params(config: StudyConfig) -> list[dict[str, Any]]:
 
 
 def create_or_resume(
-    config: StudyConfig, storage: BonasStorage, url: str, data_info: dict[str, Any], seed: int | None = None
+    config: StudyConfig,
+    storage: BonasStorage,
+    url: str,
+    data_info: dict[str, Any],
+    seed: int | None = None,
+    limits: dict[str, Any] | None = None,
 ) -> optuna.Study:
     """Create the study with its records (and warm start), or resume it after checking the config matches."""
     stored = config.to_dict()
@@ -156,16 +162,30 @@ def create_or_resume(
         try:
             study = optuna.create_study(directions=directions(config), **kwargs)
         except optuna.exceptions.DuplicatedStudyError:  # a peer created it first: that is fine
-            return create_or_resume(config, storage, url, data_info, seed)
+            return create_or_resume(config, storage, url, data_info, seed, limits)
         study.set_user_attr(R.STUDY_CONFIG, stored)
         study.set_user_attr(R.STUDY_ENV, environment_info())
         study.set_user_attr(R.STUDY_DATA, data_info)
+        study.set_user_attr(R.STUDY_LIMITS, limits or {})
         study.set_metric_names(config.objective.metrics)
         for params in warm_start_params(config):
             study.enqueue_trial(params, skip_if_exists=True)
         return study
     check_resumable(config, study, url)
+    check_same_data(config, study, data_info)
     return study
+
+
+def check_same_data(config: StudyConfig, study: optuna.Study, data_info: dict[str, Any]) -> None:
+    """Data handed over from Python is not in the config: a study resumed with other data is refused by its
+    fingerprint (bonas.data.python names it in the data's source)."""
+    stored = stored_data(study).get("source", "")
+    now = data_info.get("source", "")
+    if (stored.startswith("Python data") or now.startswith("Python data")) and stored != now:
+        raise StudyError(
+            f"study {config.name!r} was searched on {stored or 'other data'}, not on {now}; its trials would not be "
+            "comparable: pass the same data or give the study a new name"
+        )
 
 
 def check_resumable(config: StudyConfig, study: optuna.Study, url: str) -> None:
@@ -178,9 +198,12 @@ def check_resumable(config: StudyConfig, study: optuna.Study, url: str) -> None:
         previous = config_from_dict(previous, source=f"{config.name} (stored config)").to_dict()
     except ConfigError:
         pass  # compare as stored: the first difference is reported below
-    # Where the data files live does not change which data set the trials saw.
-    previous = {**previous, "data": {k: v for k, v in previous.get("data", {}).items() if k != "dir"}}
-    now["data"].pop("dir")
+    # Where the data files live, or how they are read, does not change which images the trials saw.
+    for section, keys in NOT_COMPARED.items():
+        previous = {**previous, section: {k: v for k, v in previous.get(section, {}).items() if k not in keys}}
+        now[section] = {k: v for k, v in now[section].items() if k not in keys}
+    if R.STUDY_LIMITS not in study.user_attrs and now["objective"]["max_flops"] == AUTO:
+        now["objective"]["max_flops"] = 0.0  # a study made before the auto limit ran without a FLOPs limit: the same
     changed = [k for k in COMPARABLE_SECTIONS if previous.get(k) != now.get(k)]
     if changed:
         detail = _first_difference(previous, now, changed[0])

@@ -1,6 +1,6 @@
 """Lightning callbacks that tie a trial's training to its study: saving its state, pruning, pausing at a
 rung, stopping at a deadline, noticing that a peer failed the trial. Each raises a named exception that
-bonas.search.objective turns into an Outcome.
+bonas.nas.objective turns into an Outcome.
 """
 
 from __future__ import annotations

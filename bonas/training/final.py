@@ -21,8 +21,9 @@ import torch
 
 from bonas.config import StudyConfig
 from bonas.core.spec import ArchSpec, TrainSpec
+from bonas.data.augment import Preprocess
 from bonas.data.raw import balanced_subset
-from bonas.data.splits import Batches, Preprocess, Splits, channel_stats, load_splits
+from bonas.data.splits import Splits, load_splits
 from bonas.model.build import build_model, count_params, measure_latency
 from bonas.training import device
 from bonas.training.module import Classifier, make_trainer
@@ -34,15 +35,15 @@ UNTIL_DEADLINE = 1_000_000  # the epoch count of a training that runs until its 
 
 
 def evaluate(
-    net: torch.nn.Module, preprocess: Preprocess, x: torch.Tensor, y: torch.Tensor, n_classes: int, batch: int = 1024
+    net: torch.nn.Module, preprocess: Preprocess, splits: Splits, rows: torch.Tensor, batch: int = 1024
 ) -> tuple[float, list[float], list[list[int]]]:
-    """Accuracy, per-class accuracy and the confusion matrix (rows: true class) on (x, y)."""
-    device = next(net.parameters()).device
+    """Accuracy, per-class accuracy and the confusion matrix (rows: true class) on the images of ``rows``."""
+    device, n_classes = next(net.parameters()).device, splits.n_classes
     net.eval()
     preprocess = preprocess.to(device)
     confusion = torch.zeros(n_classes, n_classes, dtype=torch.long)
     with torch.no_grad():
-        for xb, yb in Batches(x, y, batch, shuffle=False):
+        for xb, yb in splits.loader(rows, batch, shuffle=False):
             pred = net(preprocess(xb.to(device))).argmax(1).cpu()
             confusion += torch.bincount(yb.cpu() * n_classes + pred, minlength=n_classes * n_classes).view(n_classes, n_classes)
     per_class = (confusion.diag().double() / confusion.sum(1).clamp_min(1).double()).tolist()
@@ -117,27 +118,26 @@ def train_final(
     augmentation on whatever ``train`` says."""
     if config.final.augment:
         train = dataclasses.replace(train, augment=True)
-    x = torch.cat([splits.train_x, splits.val_x])
-    y = torch.cat([splits.train_y, splits.val_y])
+    rows = torch.cat([splits.train, splits.val])
     if config.final.train_subset:
-        keep = balanced_subset(y, config.final.train_subset, config.seed + 3)
-        x, y = x[keep], y[keep]
-    mean, std = channel_stats(x)  # the final training set's own statistics: it is the training split now
-    preprocess = Preprocess(mean, std, splits.crop_pad, splits.flip, config.data.cutout)
+        rows = rows[balanced_subset(splits.labels_of(rows).cpu(), config.final.train_subset, config.seed + 3)]
+    # the final training set's own statistics: it is the training split now
+    preprocess = splits.preprocess(config.data.cutout, rows=rows)
+    mean, std = tuple(preprocess.mean.flatten().tolist()), tuple(preprocess.std.flatten().tolist())
     recipe = Recipe.of(config.training)
     torch.manual_seed(seed)
     net = build_model(arch, splits.input_shape, splits.n_classes)
     here = device.current()
     if here.holds_data:
-        x, y = x.to(here.name), y.to(here.name)
+        splits = splits.to(here.name)
     start = time.monotonic()
-    stop = HardStop(deadline or float("inf"), len(splits.test_y), on_epoch)
+    stop = HardStop(deadline or float("inf"), len(splits.test), on_epoch)
     module = Classifier(net, train, preprocess, epochs or UNTIL_DEADLINE, recipe, None if epochs else stop.progress)
     trainer = make_trainer(epochs or UNTIL_DEADLINE, [stop], config.training.precision, verbose, recipe, limit_val_batches=0)
-    batches = Batches(x, y, train.batch_size, shuffle=True, seed=seed)
+    batches = splits.loader(rows, train.batch_size, shuffle=True, seed=seed)
     trainer.fit(module, train_dataloaders=batches)
     fit_seconds = time.monotonic() - start
-    test_acc, per_class, confusion = evaluate(net, preprocess, splits.test_x, splits.test_y, splits.n_classes)
+    test_acc, per_class, confusion = evaluate(net, preprocess, splits, splits.test)
     latency = measure_latency(net.to(here.name), splits.input_shape, 1, here.name, 0.2)
     result = {
         "test_acc": test_acc,
@@ -145,8 +145,8 @@ def train_final(
         "confusion": confusion,
         "epochs": round(trainer.global_step / len(batches), 2),  # a training until a deadline ends mid-epoch
         "until_deadline": epochs is None,
-        "train_images": len(y),
-        "test_images": len(splits.test_y),
+        "train_images": len(rows),
+        "test_images": len(splits.test),
         "train_seconds": round(fit_seconds, 2),
         "parameters": count_params(net),
         "latency_ms_batch1": round(latency, 4),

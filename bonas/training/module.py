@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bonas.core.spec import TrainSpec
-from bonas.data.splits import Preprocess
+from bonas.data.augment import Preprocess
 from bonas.training import device
 from bonas.training.recipe import OPTIMIZERS, SCHEDULES, Recipe
 

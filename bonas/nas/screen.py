@@ -1,4 +1,4 @@
-"""Zero-cost pre-screening: a trial's network scored at initialisation on one batch (bonas.search.proxies), and
+"""Zero-cost pre-screening: a trial's network scored at initialisation on one batch (bonas.nas.proxies), and
 stopped before its first epoch when it scores below a percentile of the earlier trials' scores.
 
 The screened trial ends PRUNED with no epoch trained, its score and the threshold recorded (user attr
@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from bonas.core import records as R
-from bonas.data.splits import Preprocess, Splits
-from bonas.search.proxies import PROXIES
+from bonas.data.augment import Preprocess
+from bonas.data.splits import Splits
+from bonas.nas.proxies import PROXIES
 
 
 @dataclass(frozen=True)
@@ -43,9 +44,9 @@ class Screened:
 def screen_batch(splits: Splits, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The same n training images for every trial of a study (a seeded draw), normalised, not augmented."""
     g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(splits.train_y), generator=g)[:n].to(splits.train_x.device)
-    pre = Preprocess(splits.mean, splits.std).to(splits.train_x.device)
-    return pre(splits.train_x[idx]), splits.train_y[idx]
+    rows = splits.train[torch.randperm(len(splits.train), generator=g)[:n].to(splits.train.device)]
+    x, y = splits.take(rows)
+    return Preprocess(splits.mean, splits.std).to(x.device)(x), y.to(x.device)
 
 
 def score(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, proxy: str) -> float:

@@ -5,7 +5,8 @@ Parameters exist only where they mean something: ``b2_width`` only when there ar
 (so every sampled architecture is valid for the input size by construction). A setting with one
 choice, or a range with min == max, is fixed and not a parameter at all.
 
-Parameter names: ``n_blocks``, ``width_mult``; per block ``b{i}_type``, ``b{i}_convs``, ``b{i}_width``,
+Parameter names: ``stem``, ``stem_width`` (only for images large enough to need a stem); ``n_blocks``,
+``width_mult``; per block ``b{i}_type``, ``b{i}_convs``, ``b{i}_width``,
 ``b{i}_kernel``, ``b{i}_pool``, ``b{i}_bn``, ``b{i}_dropout`` (without the ``b{i}_`` prefix when
 ``tie_blocks``); ``head``, ``n_dense``, ``d{k}_units``, ``dense_dropout``; ``optimizer``, ``lr``,
 ``weight_decay``, ``batch_size``, ``augment``. ``width_mult`` scales every block's width (the ArchSpec
@@ -17,6 +18,7 @@ With variants, ``variant`` picks one, and a field the variant overrides is named
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -24,7 +26,7 @@ import optuna
 
 from bonas.config import DataConfig, SpaceConfig, StudyConfig, TrainingConfig
 from bonas.config.checks import one_of
-from bonas.core.spec import ArchSpec, BlockSpec, TrainSpec
+from bonas.core.spec import NO_STEM, ArchSpec, BlockSpec, StemSpec, TrainSpec
 
 
 class _Params:
@@ -66,6 +68,8 @@ def suggest_arch(trial: optuna.trial.BaseTrial, space: SpaceConfig, input_shape:
         p = _Params(trial, f"{variant.name}.", frozenset(variant.overrides))
 
     size = min(input_shape[1], input_shape[2])
+    stem = suggest_stem(p, space, size)
+    size = stem.out_size(size) if stem is not None else size
     blocks = []
     n_blocks = p.int("n_blocks", "n_blocks", space.n_blocks)
     mult = p.choice("width_multipliers", "width_mult", space.width_multipliers)
@@ -95,7 +99,29 @@ def suggest_arch(trial: optuna.trial.BaseTrial, space: SpaceConfig, input_shape:
     n_dense = p.int("dense_layers", "n_dense", space.dense_layers)
     dense = tuple(p.int("dense_units", f"d{k}_units", space.dense_units, log=True) for k in range(n_dense))
     dense_dropout = p.float("dense_dropout", "dense_dropout", space.dense_dropout) if n_dense else 0.0
-    return ArchSpec(blocks=tuple(blocks), head=head, dense=dense, dense_dropout=dense_dropout)
+    return ArchSpec(blocks=tuple(blocks), head=head, dense=dense, dense_dropout=dense_dropout, stem=stem)
+
+
+STEM_TARGET = 32  # pixels a side the auto stem stride leaves for the blocks
+
+
+def stem_stride(space: SpaceConfig, size: int) -> int:
+    """By how much a stem down-samples a side of ``size`` pixels: ``[space] stem_stride``, or with 0 (auto) the
+    power of 2 that leaves about STEM_TARGET pixels (1: no stem)."""
+    if space.stem_stride:
+        return space.stem_stride
+    return 2 ** max(0, round(math.log2(size / STEM_TARGET)))
+
+
+def suggest_stem(p: _Params, space: SpaceConfig, size: int) -> StemSpec | None:
+    """``stem`` (its kind, or "none") and ``stem_width``: params only where the input is large enough to need one."""
+    stride = stem_stride(space, size)
+    if stride <= 1:
+        return None
+    kind = p.choice("stems", "stem", space.stems)
+    if kind == NO_STEM:
+        return None
+    return StemSpec(kind, p.choice("stem_widths", "stem_width", space.stem_widths), stride)
 
 
 # [data] augment: name -> whether a trial trains with augmentation (its param ``augment`` only under "search")

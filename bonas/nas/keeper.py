@@ -22,7 +22,7 @@ from bonas.core import records as R
 from bonas.study.artifacts import artifact_dir, open_store, trial_artifacts
 from bonas.training.states import remove_states
 
-log = logging.getLogger("bonas.search.keeper")
+log = logging.getLogger("bonas.nas.keeper")
 
 KIND_PREFIX = "trial-"  # file names: trial-<n>-weights.pt, trial-<n>-arch.json, trial-<n>-curve.png
 

@@ -24,10 +24,10 @@ from optuna.trial import FrozenTrial, TrialState
 from bonas.config import StudyConfig
 from bonas.core import records as R
 from bonas.core.spec import ArchSpec, TrainSpec
-from bonas.data.splits import Batches, Preprocess, Splits
+from bonas.data.splits import Splits
 from bonas.model.build import LayerRow, build_model, count_params, measure_latency, summarize
-from bonas.search import screen
-from bonas.search.space import suggest_arch, suggest_training
+from bonas.nas import screen
+from bonas.nas.space import suggest_arch, suggest_training
 from bonas.study import promotion
 from bonas.study.samplers import PRUNERS
 from bonas.study.storage import study_id, trial_id
@@ -111,11 +111,15 @@ class Objective:
         splits: Splits,
         verbose: bool = False,
         states: tuple[FileSystemArtifactStore, Path] | None = None,
+        max_flops: float = 0.0,
     ):
+        """``max_flops``: the FLOPs limit trials are held to (bonas.nas.limits: the config's, or the study's auto
+        limit; 0 = none)."""
         self.config = config
         self.splits = splits
         self.verbose = verbose
         self.states = states if config.workers.checkpoint else None  # (artifact store, its folder)
+        self.max_flops = max_flops
         self.device = device.current().name
         o = config.objective
         self.multi = len(o.metrics) > 1
@@ -168,7 +172,7 @@ class Objective:
         o = self.config.objective
         limits = [
             ("params", o.max_params, p.params),
-            ("flops", o.max_flops, p.flops),
+            ("flops", self.max_flops, p.flops),
             ("latency_ms", o.max_latency_ms, p.latency_ms.get("1")),
         ]
         broken = []
@@ -219,13 +223,11 @@ class Objective:
         """Train ``p.net`` to max_epochs (from ``resume``'s state when given; pruned early through ``trial``)."""
         s, t = self.splits, self.config.training
         recipe = Recipe.of(t)
-        module = Classifier(
-            p.net, p.train, Preprocess(s.mean, s.std, s.crop_pad, s.flip, self.config.data.cutout), t.max_epochs, recipe
-        )
+        module = Classifier(p.net, p.train, s.preprocess(self.config.data.cutout), t.max_epochs, recipe)
         callbacks = list(callbacks or [])
         trainer = make_trainer(t.max_epochs, callbacks, t.precision, self.verbose, recipe)
-        train_batches = Batches(s.train_x, s.train_y, p.train.batch_size, shuffle=True, seed=p.seed)
-        val_batches = Batches(s.val_x, s.val_y, t.eval_batch_size, shuffle=False)
+        train_batches = s.loader(s.train, p.train.batch_size, shuffle=True, seed=p.seed)
+        val_batches = s.loader(s.val, t.eval_batch_size, shuffle=False)
         start = time.perf_counter()
         try:
             trainer.fit(

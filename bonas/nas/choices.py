@@ -10,7 +10,7 @@ from __future__ import annotations
 from bonas.config import StudyConfig
 from bonas.data import sources
 from bonas.model import blocks
-from bonas.search import proxies, space
+from bonas.nas import proxies, space
 from bonas.study import samplers
 from bonas.training import recipe
 

@@ -29,9 +29,10 @@ from bonas.config import StudyConfig
 from bonas.core import records as R
 from bonas.core.errors import BonasError, StorageError
 from bonas.data.splits import Splits, load_splits
+from bonas.nas.keeper import Keeper
+from bonas.nas.limits import auto_limits, max_flops
+from bonas.nas.objective import Objective, Outcome
 from bonas.results.notes import note_markdown, study_note, write_note
-from bonas.search.keeper import Keeper
-from bonas.search.objective import Objective, Outcome
 from bonas.study.budget import BudgetStatus, Verdict
 from bonas.study.claims import Heartbeat, claim_trial, fail_and_requeue, failed_by_peer
 from bonas.study.lock import StudyLock
@@ -151,7 +152,8 @@ def open_study(
         with lock(retry_for=CONNECT_RETRY_S):
             w = config.workers
             storage = open_storage(url, w.heartbeat_interval, w.grace_period)
-            study = create_or_resume(config, storage, url, data_info, seed=seed)
+            limits = auto_limits(config, data_info["n_train"], device.current())
+            study = create_or_resume(config, storage, url, data_info, seed=seed, limits=limits)
     except SQLAlchemyError as err:
         raise StorageError(f"cannot reach storage {mask_url(url)}: {first_line(err)}") from None
     return lock, storage, study
@@ -172,7 +174,13 @@ class Worker:
         if here.holds_data:  # the whole data set lives on the GPU: batches are slices there
             splits = splits.to(here.name)
         self.keeper = Keeper(config, url)
-        self.objective = Objective(config, splits, verbose=verbose, states=(self.keeper.store, self.keeper.folder))
+        self.objective = Objective(
+            config,
+            splits,
+            verbose=verbose,
+            states=(self.keeper.store, self.keeper.folder),
+            max_flops=max_flops(config, self.study.user_attrs.get(R.STUDY_LIMITS)),
+        )
         self.name = worker_name(index)
         if not get_note(self.study):
             save_note(
@@ -324,4 +332,4 @@ def prepare_worker(config: StudyConfig, url: str, verbose: bool, n_workers: int 
     set_threads(n_workers)
     quiet_lightning(verbose)
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
-    return load_splits(config.dataset, config.data, config.seed)
+    return load_splits(config.dataset, config.data, config.seed, n_workers)
