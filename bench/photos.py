@@ -20,8 +20,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 SIZE = (160, 120)  # width, height of every photo
-OBJECT_PX = (44, 100)  # the garment's side in pixels, drawn uniformly
-CLUTTER = (1, 4)  # shapes drawn on the background, from min to max
+OBJECT_PX = (56, 104)  # the garment's side in pixels, drawn uniformly
+CLUTTER = (0, 3)  # shapes drawn on the background, from min to max
+MARGIN = 20  # the garment stays inside the centre 120x120 (what a square crop of the short side keeps)
 
 
 def _background(rng: np.random.Generator) -> np.ndarray:
@@ -48,7 +49,8 @@ def _background(rng: np.random.Generator) -> np.ndarray:
 
 
 def compose(item: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One 160x120 RGB photo of a 28x28 garment: coloured, scaled, turned, mirrored, placed anywhere."""
+    """One 160x120 RGB photo of a 28x28 garment: coloured, scaled, turned, mirrored, placed anywhere in the frame's
+    centre square (as a product photo has its product)."""
     from PIL import Image
 
     side = int(rng.integers(OBJECT_PX[0], OBJECT_PX[1] + 1))
@@ -59,7 +61,7 @@ def compose(item: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     colour = rng.integers(0, 256, 3).astype(float)
     shade = 0.55 + 0.45 * m  # the garment's own light and dark parts stay visible
     photo = _background(rng)
-    x, y = int(rng.integers(0, SIZE[0] - side + 1)), int(rng.integers(0, SIZE[1] - side + 1))
+    x, y = int(rng.integers(MARGIN, SIZE[0] - MARGIN - side + 1)), int(rng.integers(0, SIZE[1] - side + 1))
     region = photo[y : y + side, x : x + side]
     alpha = np.clip(m * 1.6, 0, 1)
     photo[y : y + side, x : x + side] = region * (1 - alpha) + colour * shade * alpha

@@ -1679,11 +1679,32 @@ SECTIONS: tuple[Callable[[Results], str], ...] = (
 )
 
 
+README = "README.md"
+README_START = "<!-- results: rendered by bench/render.py from bench/results/*.json; edit the renderer, not these lines -->"
+README_END = "<!-- results end -->"
+
+
+def readme(root: Path, res: Results) -> str | None:
+    """The README with its results block (between README_START and README_END) rendered; None without the block."""
+    path = root / README
+    text = path.read_text() if path.exists() else ""
+    if README_START not in text or README_END not in text:
+        return None
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    return f"{head}{README_START}\n{glance(res)}\n{README_END}{tail}"
+
+
 def render(root: Path = ROOT) -> dict[str, str]:
-    """The pages, by path relative to ``root``: deterministic for one working tree and one set of results."""
+    """The pages, by path relative to ``root``: deterministic for one working tree and one set of results; the
+    README's results block too, when it has one."""
     res = Results(root)
     blocks = [header(res), section("## At a glance", glance(res)), summary(res), *(s(res) for s in SECTIONS)]
-    return {PAGE: "\n\n".join(blocks) + "\n"}
+    pages = {PAGE: "\n\n".join(blocks) + "\n"}
+    front = readme(root, res)
+    if front is not None:
+        pages[README] = front
+    return pages
 
 
 def check(root: Path, pages: dict[str, str]) -> list[str]:

@@ -17,15 +17,21 @@ RESULTS = re.compile(r"bench/results/([\w.-]+\.json)")
 
 
 @pytest.fixture(scope="module")
-def page() -> str:
-    return render.render(ROOT)[render.PAGE]
+def pages() -> dict[str, str]:
+    return render.render(ROOT)
 
 
-def test_the_committed_page_is_what_the_results_render(page):
-    """A figure cannot drift from its file, and a code change that makes a result stale fails here until the page
-    is rendered again (`python bench/render.py`)."""
-    diffs = render.check(ROOT, {render.PAGE: page})
-    assert not diffs, "docs/results.md is out of date; run `python bench/render.py`:\n" + "".join(diffs)[:4000]
+@pytest.fixture(scope="module")
+def page(pages) -> str:
+    return pages[render.PAGE]
+
+
+def test_the_committed_page_is_what_the_results_render(pages):
+    """A figure cannot drift from its file, in docs/results.md or in the README's results block, and a code change
+    that makes a result stale fails here until the pages are rendered again (`python bench/render.py`)."""
+    assert render.README in pages, "the README has its results block"
+    diffs = render.check(ROOT, pages)
+    assert not diffs, "docs/results.md or README.md is out of date; run `python bench/render.py`:\n" + "".join(diffs)[:4000]
 
 
 def tables(text: str) -> list[tuple[str, str]]:

@@ -121,3 +121,38 @@ def test_readme_read_commands_on_a_real_study(made_study, command, capsys):
         assert f"  architecture  {best.user_attrs['arch_line']}\n" in out and f"params {si(best.user_attrs['params'])}," in out
     else:
         check_show(out, trials[int(command.split()[-1])])
+
+
+def python_blocks(heading: str) -> list[str]:
+    """The ```python blocks of the README section under ``## heading``."""
+    body = README.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", body, flags=re.S)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("heading", ["From Python", "Extending bonas"])
+def test_the_readme_python_examples_run(heading, tmp_path, monkeypatch, capsys):
+    """Each example as a user pastes it, in a fresh folder (its studies/ a copy of the repository's)."""
+    import shutil
+
+    (blocks,) = [python_blocks(heading)]
+    assert blocks, f"the README's {heading} section has its example"
+    shutil.copytree(ROOT / "studies", tmp_path / "studies", ignore=shutil.ignore_patterns("*.db*", "*.artifacts", "*.slurm"))
+    monkeypatch.chdir(tmp_path)
+    from bonas.data.sources import DATA_SOURCES
+    from bonas.model.blocks import BLOCK_TYPES
+
+    registries = {id(r): (r, dict(r)) for r in (DATA_SOURCES, BLOCK_TYPES)}
+    try:
+        for block in blocks:
+            exec(compile(block, f"README {heading}", "exec"), {"__name__": "__readme__"})
+    finally:  # the example's registrations end with it
+        for registry, before in registries.values():
+            registry.clear()
+            registry.update(before)
+    out = capsys.readouterr().out
+    assert (tmp_path / "example.db").exists() and out.strip()
+    if heading == "From Python":
+        assert (tmp_path / "mine.pt").exists()
+    else:
+        assert "wide" in out, out

@@ -319,12 +319,14 @@ def test_a_large_image_gets_a_stem_a_small_one_none():
         if big.params["stem"] == "none":
             assert arch.stem is None and "stem_width" not in big.params
             continue
-        assert arch.stem.stride == 4 and arch.stem.width == big.params["stem_width"]
+        assert arch.stem.stride == 4 and arch.stem.width == big.params.get("stem_width", 0)
+        assert ("stem_width" in big.params) == (arch.stem.kind != "pool"), "the pool stem has no width of its own"
         assert resolutions(arch, (3, 128, 128))[:2] == [("input", 128, 128), ("stem", 32, 32)]
         net = build_model(arch, (3, 128, 128), 10)
         assert net(torch.zeros(2, 3, 128, 128)).shape == (2, 10)
         first = next(name for name, _ in net.named_children() if name.startswith("b0_"))
-        assert tuple(dict(net.named_children())[first](torch.zeros(1, arch.stem.width, 32, 32)).shape[-2:]) == (32, 32)
+        channels = arch.stem.width or 3
+        assert tuple(dict(net.named_children())[first](torch.zeros(1, channels, 32, 32)).shape[-2:]) == (32, 32)
     small = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
     assert suggest_arch(small, space, (3, 32, 32)).stem is None and not any("stem" in k for k in small.params)
 

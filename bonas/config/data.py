@@ -26,7 +26,7 @@ class DataConfig:
     store: str = ""  # python: the store bonas.search(..., data=...) decoded the Python data into (set by the API)
     flip: bool = True  # imagefolder, arrays: augmentation may mirror images (built-in data sets know their own)
     # Data sets up to this size are held in memory (on the GPU when training there), larger ones stream from their
-    # decoded file on disk; 0 = auto: a sixteenth of the machine's memory (or an eighth of the GPU's) per worker
+    # decoded file on disk; 0 = auto: half a GiB (an eighth of the GPU's memory on a GPU), shared by local workers
     memory_limit_mb: float = 0.0
 
     def check(self, fail: Fail) -> None:

@@ -41,10 +41,10 @@ class SpaceConfig:
     dense_units: list[int] = field(default_factory=lambda: [32, 256])  # [min, max] log-int units
     dense_dropout: list[float] = field(default_factory=lambda: [0.0, 0.5])  # [min, max]
     # Large images are down-sampled before the first block (a space's only other down-sampling is its blocks'
-    # pooling): how (conv: stride-2 3x3 convs; patch: one stride x stride conv; none: no stem), how wide, by how
-    # much. stem_stride 0 = auto: 2 ** round(log2(side / 32)), about 32 pixels a side for the blocks (1 below 46 px:
-    # no stem, and no stem params, for small images); 1 = never a stem.
-    stems: list[str] = field(default_factory=lambda: ["conv", "patch"])
+    # pooling): how (pool: averaged, as a resize would; conv: stride-2 3x3 convs; patch: one stride x stride conv;
+    # none: no stem), how wide (conv, patch), by how much. stem_stride 0 = auto: 2 ** round(log2(side / 32)), about
+    # 32 pixels a side for the blocks (1 below 46 px: no stem, and no stem params, for small images); 1 = never.
+    stems: list[str] = field(default_factory=lambda: ["pool", "conv", "patch"])
     stem_widths: list[int] = field(default_factory=lambda: [16, 32])
     stem_stride: int = 0
     tie_blocks: bool = False  # one convs/width/kernel/pooling/bn/dropout for every block

@@ -13,6 +13,7 @@ from typing import Any
 POOLINGS = ("max", "avg", "none")  # after a block: 2x2, stride 2
 HEADS = ("gap", "flatten")  # global average pool, or keep the spatial layout
 NO_STEM = "none"  # in a space's stems: no stem (the stem types themselves: bonas.model.blocks.STEM_TYPES)
+LEARNT_STEMS = ("conv", "patch")  # stem types with a width (a stem_width param); "pool" keeps the image's channels
 # describe()'s letter for the built-in block types (bonas.model.blocks); any other type is spelt out: toy32k3
 KIND_PREFIX = {"plain": "c", "residual": "r", "separable": "s"}
 
@@ -40,16 +41,17 @@ class BlockSpec:
 class StemSpec:
     """What down-samples a large image before the first block (bonas.model.blocks.STEM_TYPES)."""
 
-    kind: str  # "conv": stride-2 3x3 convs (+ BN + ReLU) until the stride is reached; "patch": one stride x stride conv
-    width: int  # output channels
+    kind: str  # "pool": average pooling (the image resized, nothing learnt); "conv": stride-2 3x3 convs (+ BN + ReLU)
+    # until the stride is reached; "patch": one stride x stride conv
+    width: int  # output channels; 0 for "pool", which keeps the image's channels
     stride: int  # how much smaller each side comes out: a power of 2
 
     def describe(self) -> str:
-        return f"{self.kind}{self.width}/{self.stride}"
+        return f"{self.kind}{self.width or ''}/{self.stride}"
 
     def out_size(self, size: int) -> int:
         """A side of ``size`` pixels after the stem: halved (rounding up) per stride-2 conv, or cut into whole patches."""
-        if self.kind == "conv":
+        if self.kind in ("conv", "pool"):
             for _ in range(self.stride.bit_length() - 1):
                 size = (size + 1) // 2
             return size

@@ -11,9 +11,11 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from bonas.data.images import DiskImages, Images
 
-# The streaming path's readers: processes that read rows from the page cache while the network trains. Two keep a
-# batch always ready on this project's 2-core machine (bench/data_path.py); more only compete with the training.
-STREAM_WORKERS = 2
+# The streaming path's readers: processes that read rows from the page cache while the network trains, a quarter of
+# the cores (at least one, at most four). On this project's 2-core machine one reader trained 1.13x faster than two,
+# which competed with the training for the cores (bench/own_data.py; 128 px photos, a small network).
+STREAM_READERS_PER_CORE = 0.25
+MAX_STREAM_WORKERS = 4
 STREAM_PREFETCH = 4  # batches each reader keeps ready
 
 
@@ -86,13 +88,14 @@ class _Rows(Dataset):
 
 
 def stream(images: DiskImages, labels: torch.Tensor, rows: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0):
-    """Batches of rows read from the store's file by STREAM_WORKERS reader processes, a few batches ahead.
+    """Batches of rows read from the store's file by reader processes (a quarter of the cores), a few batches ahead.
 
     The readers are DataLoader's own (forked, on Linux): they only read the store's file. This process may hold
     database connections, which a forked reader inherits but never uses, and leaves by ``os._exit`` as every
     multiprocessing child does, so no connection is closed behind the worker's back. (A fork server or spawn
     would re-import the user's ``__main__``: a script without a ``__name__`` guard would start over.)"""
-    workers = min(STREAM_WORKERS, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = max(1, min(MAX_STREAM_WORKERS, int(cores * STREAM_READERS_PER_CORE)))
     return DataLoader(
         _Rows(images, labels),
         batch_size=None,

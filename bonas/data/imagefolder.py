@@ -80,6 +80,15 @@ def list_folder(folder: Path) -> Listing:
     )
 
 
+def _context():
+    """Forked decoding processes, as DataLoader's readers are: a spawned one would re-run the user's ``__main__``
+    (a script or notebook cell calling bonas without a ``__name__`` guard would start over in every process). They
+    only read image files and write rows: a database connection the parent holds is inherited, never used, and
+    never closed by them (a multiprocessing child leaves through ``os._exit``)."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
 def _fill(listing: Listing, channels: int, size: int):
     def fill(writer: Writer) -> None:
         shape = (channels, size, size)
@@ -91,8 +100,7 @@ def _fill(listing: Listing, channels: int, size: int):
             )
         if tasks:
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-            # spawned, not forked: the process may hold database connections; bonas.data.decode needs PIL and numpy only
-            with multiprocessing.get_context("spawn").Pool(max(1, min(len(tasks), cores))) as pool:
+            with _context().Pool(max(1, min(len(tasks), cores))) as pool:
                 for chunk, labels, info in pool.imap_unordered(decode_chunk, tasks):
                     writer.record(chunk, labels, info)
         _report(writer, listing)

@@ -20,7 +20,7 @@ from bonas.data.images import DiskImages, Images, MemoryImages
 from bonas.data.raw import balanced_subset, stratified_split
 from bonas.data.sources import DATA_SOURCES, Decoded, decode
 
-STATS_CHUNK = 4096  # images per step of the channel statistics: a float64 copy of a chunk, never of the set
+STATS_CHUNK_BYTES = 8 * 2**20  # uint8 pixels per step of the channel statistics (its float64 copy: 8x), never the set
 
 
 @dataclass
@@ -122,8 +122,9 @@ def channel_stats(images: Images, rows: torch.Tensor) -> tuple[tuple[float, ...]
     total = torch.zeros(channels, dtype=torch.float64)
     squares = torch.zeros(channels, dtype=torch.float64)
     count = 0
-    for i in range(0, len(rows), STATS_CHUNK):
-        x = images.take(rows[i : i + STATS_CHUNK]).cpu()
+    step = max(1, STATS_CHUNK_BYTES // int(torch.tensor(images.shape[1:]).prod()))
+    for i in range(0, len(rows), step):
+        x = images.take(rows[i : i + step]).cpu()
         flat = x.transpose(0, 1).reshape(channels, -1).double() / 255.0
         total += flat.sum(dim=1)
         squares += (flat * flat).sum(dim=1)

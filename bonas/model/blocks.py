@@ -108,6 +108,12 @@ def _conv_stem(c_in: int, stem: StemSpec) -> Layers:
     return out
 
 
+def _pool_stem(c_in: int, stem: StemSpec) -> Layers:
+    """Average pooling by the stride: the image resized (an area filter), nothing learnt, no FLOPs to speak of. The
+    blocks see what a smaller copy of the image would have shown them: a large image loses nothing a resize keeps."""
+    return [("stem_pool", nn.AvgPool2d(stem.stride, ceil_mode=True))]
+
+
 def _patch_stem(c_in: int, stem: StemSpec) -> Layers:
     """One stride x stride conv of stride ``stride`` (patchify, as ViT and ConvNeXt begin), BN, ReLU."""
     patch = nn.Conv2d(c_in, stem.width, stem.stride, stride=stem.stride, bias=False)
@@ -115,7 +121,7 @@ def _patch_stem(c_in: int, stem: StemSpec) -> Layers:
 
 
 # name -> (incoming channels, the stem) -> its named layers (NO_STEM, "none", in a space's stems: no stem at all)
-STEM_TYPES: dict[str, Callable[[int, StemSpec], Layers]] = {"conv": _conv_stem, "patch": _patch_stem}
+STEM_TYPES: dict[str, Callable[[int, StemSpec], Layers]] = {"pool": _pool_stem, "conv": _conv_stem, "patch": _patch_stem}
 
 
 def check(config: StudyConfig) -> None:

@@ -32,7 +32,8 @@ def build_model(spec: ArchSpec, input_shape: tuple[int, int, int], n_classes: in
     layers: list[tuple[str, nn.Module]] = []
     if spec.stem is not None:
         layers += STEM_TYPES[spec.stem.kind](channels, spec.stem)
-        channels, height, width = spec.stem.width, spec.stem.out_size(height), spec.stem.out_size(width)
+        channels = spec.stem.width or channels
+        height, width = spec.stem.out_size(height), spec.stem.out_size(width)
     for i, block in enumerate(spec.blocks):
         if block.kind not in BLOCK_TYPES:
             raise ValueError(f"block {i}: unknown block type {block.kind!r}; registered: {', '.join(BLOCK_TYPES)}")

@@ -26,7 +26,7 @@ import optuna
 
 from bonas.config import DataConfig, SpaceConfig, StudyConfig, TrainingConfig
 from bonas.config.checks import one_of
-from bonas.core.spec import NO_STEM, ArchSpec, BlockSpec, StemSpec, TrainSpec
+from bonas.core.spec import LEARNT_STEMS, NO_STEM, ArchSpec, BlockSpec, StemSpec, TrainSpec
 
 
 class _Params:
@@ -121,7 +121,8 @@ def suggest_stem(p: _Params, space: SpaceConfig, size: int) -> StemSpec | None:
     kind = p.choice("stems", "stem", space.stems)
     if kind == NO_STEM:
         return None
-    return StemSpec(kind, p.choice("stem_widths", "stem_width", space.stem_widths), stride)
+    width = p.choice("stem_widths", "stem_width", space.stem_widths) if kind in LEARNT_STEMS else 0
+    return StemSpec(kind, width, stride)
 
 
 # [data] augment: name -> whether a trial trains with augmentation (its param ``augment`` only under "search")
