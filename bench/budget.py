@@ -1,27 +1,33 @@
-"""Results per budget: `bonas run` against hand-designed networks, in one run.
+"""Results per budget: `bonas run` against hand-designed networks given the same whole budget, over several seeds.
 
-For each search share asked, `bonas run <config> --budget B` runs as a user would (a subprocess, a fresh
-study database); its record gives the test accuracy of the model it ends with and the seconds its final
-training took. Then, unless --no-baselines, two hand-designed networks train with the same final recipe
-(the study's [training] recipe and augmentation, on the same whole training split) for the same
-final-training time, through the same function (bonas.retrain.train_final), and are tested once:
+For each seed, `bonas run <config> --budget B` runs as a user would (a subprocess, a fresh study database, the
+config's seed set to the run's): its record gives the test accuracy of the model it ends with. Each hand design
+then trains through bonas' own final training (bonas.training.final.train_final: the same whole training split,
+train + validation, the config's final recipe — the one measured best at length, bench/final_recipe.py) for the
+**whole budget**, start-up aside, with the same seed, and is tested once:
 
-- "article best": the best of the article's 27 networks on Fashion-MNIST (bench/search_quality.py's table:
-  all 27 trained alike) — 2 conv layers of 64 3x3 filters, no pooling, flatten;
-- "2 conv + pool + BN": conv 32 3x3 + BN + ReLU + 2x2 max pool, conv 64 3x3 + BN + ReLU + 2x2 max pool,
-  flatten, a 128-unit dense layer with dropout 0.3 (the benchmark table's "2 Conv+pooling+BN", 0.934).
+- "article best": the best of the article's 27 networks on Fashion-MNIST — 2 conv layers of 64 3x3 filters, no
+  pooling, flatten;
+- "2 conv + pool + BN": conv 32 3x3 + BN + ReLU + 2x2 max pool, conv 64 3x3 + BN + ReLU + 2x2 max pool, flatten, a
+  128-unit dense layer with dropout 0.3 (the benchmark table's "2 Conv+pooling+BN", 0.934).
 
-Both get the same optimizer knobs (AdamW, lr 2e-3, weight decay 5e-4, batch 128; a good hand default).
+Both with AdamW, lr 2e-3, weight decay 5e-4, batch 128 (a good hand default). A hand design's run does not depend on
+bonas' search: it is cached per (budget, seed, CPU model, design, and the training code and recipe it ran) in
+``bench/results/hand-designs.json`` and reused while those are unchanged; the results say which were reused.
+The results give every seed, the medians, and the margin in standard errors of the difference of two accuracies.
 
-    .venv/bin/python bench/budget.py --dataset fashion-mnist --budget 1h           # ~2 h on 2 cores
-    .venv/bin/python bench/budget.py --budget 20m --shares 0.3,0.5,0.7 --no-baselines   # choose the share
+    .venv/bin/python bench/budget.py --budget 20m --seeds 0,1,2     # ~3 hours on 2 cores with the hand designs
+    .venv/bin/python bench/budget.py --budget 1h --seeds 0,1
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,19 +38,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import optuna  # noqa: E402
 
-from bench.record import write  # noqa: E402
-from bonas.commands.retrain import final_splits, train_final  # noqa: E402
+from bench.record import machine, write  # noqa: E402
 from bonas.commands.run import parse_duration  # noqa: E402
 from bonas.config import load_config  # noqa: E402
 from bonas.core import records as R  # noqa: E402
 from bonas.core.spec import ArchSpec, BlockSpec, TrainSpec  # noqa: E402
-from bonas.study.studies import warm_start_params  # noqa: E402
+from bonas.training.final import final_splits, train_final  # noqa: E402
 from bonas.training.module import quiet_lightning, set_threads  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-BASELINE_TRAIN = TrainSpec(
-    optimizer="adamw", lr=2e-3, weight_decay=5e-4, batch_size=128, augment=False
-)  # [final] augment decides
+CACHE = ROOT / "bench" / "results" / "hand-designs.json"
+TRAINING_CODE = ("bonas/training", "bonas/data", "bonas/model")  # what a hand design's run depends on
+BASELINE_TRAIN = TrainSpec(optimizer="adamw", lr=2e-3, weight_decay=5e-4, batch_size=128, augment=False)
 BASELINES = {
     "article best (2 conv x 64, no pooling)": ArchSpec(
         blocks=(BlockSpec(1, 64, 3, "none", False, 0.0), BlockSpec(1, 64, 3, "none", False, 0.0)),
@@ -61,210 +66,136 @@ BASELINES = {
 }
 
 
-def bonas_run(
-    config_path: Path, budget: str, share: float, folder: Path, workers: int = 1, alongside: list | None = None
-) -> dict:
-    """`bonas run` on a copy of the config with its own database; returns its run record."""
+def seeded_copy(config_path: Path, folder: Path, seed: int) -> Path:
+    """The config under its own name, with the run's seed, relative paths made absolute."""
     config = load_config(config_path)
-    copy = folder / f"{config.name}-{share:g}.toml"
-    text = config_path.read_text().replace(f'name = "{config.name}"', f'name = "{copy.stem}"')
+    name = f"{config.name}-seed{seed}"
+    text = config_path.read_text().replace(f'name = "{config.name}"', f'name = "{name}"')
+    text = text.replace(f"seed = {config.seed}", f"seed = {seed}", 1)
     warm = config.warm_start.file
-    if warm and not Path(warm).is_absolute():  # the copy sits elsewhere: point at the preset's own warm-start file
+    if warm and not Path(warm).is_absolute():
         text = text.replace(f'file = "{warm}"', f'file = "{(config_path.parent / warm).resolve()}"')
+    copy = folder / f"{name}.toml"
     copy.write_text(text)
-    cmd = [
-        sys.executable,
-        "-m",
-        "bonas",
-        "run",
-        "--workers",
-        str(workers),
-        str(copy),
-        "--budget",
-        budget,
-        "--search-share",
-        str(share),
-        "--out",
-        str(folder / f"{copy.stem}.pt"),
-        "--report",
-        str(folder / "report"),
-    ]
+    if load_config(copy).seed != seed:
+        raise SystemExit(f"budget: {config_path} does not say `seed = {config.seed}` on a line of its own")
+    return copy
+
+
+def bonas_run(copy: Path, budget: str, folder: Path, workers: int) -> dict:
+    """`bonas run` as a user runs it; its record, final result and what the search did."""
+    name = copy.stem
+    cmd = [sys.executable, "-m", "bonas", "run", "--workers", str(workers), str(copy), "--budget", budget,
+           "--out", str(folder / f"{name}.pt"), "--report", str(folder / "report")]  # fmt: skip
     start = time.monotonic()
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-    )
-    for launch in alongside or []:
-        launch(start)
-    stdout, stderr = proc.communicate()
-    proc = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     wall = time.monotonic() - start
     print(proc.stdout[-1500:], flush=True)
     if proc.returncode != 0:
         raise SystemExit(f"budget: bonas run failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    study = optuna.load_study(study_name=copy.stem, storage=f"sqlite:///{folder / (copy.stem + '.db')}")
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{folder / (name + '.db')}")
     record = next((v for k, v in study.user_attrs.items() if k.startswith(R.RUN_PREFIX)), None)
     if record is None or record["final_epochs"] < 1 or record["trials_this_run"] < 1:
         raise SystemExit(f"budget: bonas run left no usable record: {record}")
-    retrained = study.user_attrs[f"{R.RETRAIN_PREFIX}{record['best_trial']}"]
     recs = R.records(study.trials)
-    enqueued = len(warm_start_params(config))  # a fresh study: the warm start's trials are numbers 0 .. enqueued-1
     return {
-        "warm_start": [
-            {"number": r.number, "state": r.state.name, "val_acc": r.val_acc, "epochs": r.epochs, "arch": r.arch_line}
-            for r in recs
-            if r.number < enqueued
-        ],
-        "share": share,
         "wall_s": round(wall, 1),
         "record": record,
-        "final": retrained,
+        "final": study.user_attrs[f"{R.RETRAIN_PREFIX}{record['best_trial']}"],
+        "priors": [{"number": r.number, "prior": r.prior, "state": r.state.name, "val_acc": r.val_acc} for r in recs if r.prior],
         "trials": len(recs),
         "trained_epochs_in_search": sum(r.epochs or 0 for r in recs),
         "states": R.state_counts(study.trials),
     }
 
 
-def baseline(config_path: Path, name: str, seconds: float) -> dict:
-    config = load_config(config_path)
+def code_hash(config) -> str:
+    """The training code a hand design's run went through, and the recipe it trained with."""
+    h = hashlib.sha256(json.dumps([config.training.__dict__, config.final.__dict__, config.data.cutout], default=str).encode())
+    for folder in TRAINING_CODE:
+        for f in sorted((ROOT / folder).rglob("*.py")):
+            h.update(f.relative_to(ROOT).as_posix().encode() + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def hand_design(copy: Path, name: str, seconds: float, seed: int, cache: dict) -> dict:
+    """A hand design trained for ``seconds`` (the whole budget), or its cached run of the same code and recipe."""
+    config = load_config(copy)
+    key = json.dumps([seconds, seed, machine()["cpu"], name, code_hash(config)])
+    if key in cache:
+        return {**cache[key], "reused": True}
     splits = final_splits(config)
-    final = train_final(config, splits, BASELINES[name], BASELINE_TRAIN, config.seed, deadline=time.monotonic() + seconds)
+    final = train_final(config, splits, BASELINES[name], BASELINE_TRAIN, seed, deadline=time.monotonic() + seconds)
     if final.result["epochs"] < 1:
-        raise SystemExit(f"budget: baseline {name} trained no epoch in {seconds:.0f}s")
-    return {"name": name, "seconds": round(seconds, 1), **final.result}
+        raise SystemExit(f"budget: hand design {name} trained no epoch in {seconds:.0f}s")
+    result = {"name": name, "seconds": round(seconds, 1), "seed": seed, **final.result, "measured": time.strftime("%Y-%m-%d")}
+    cache[key] = result
+    CACHE.write_text(json.dumps(cache, indent=1, sort_keys=True) + "\n")
+    return {**result, "reused": False}
 
 
-def concurrent_baseline(config_path: Path, name: str, start_at: float, seconds: float, out: Path) -> subprocess.Popen:
-    """A baseline in its own process that waits until ``start_at`` (time.monotonic(), one clock per machine)
-    and trains for ``seconds``: beside bonas' final training on the same GPU."""
-    argv = [
-        sys.executable,
-        __file__,
-        "--config",
-        str(config_path),
-        "--baseline",
-        name,
-        "--start-at",
-        str(start_at),
-        "--seconds",
-        str(seconds),
-        "--out",
-        str(out),
-    ]
-    return subprocess.Popen(argv, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+def margin(a: float, b: float, n: int) -> float:
+    """(a - b) in standard errors of the difference of two accuracies measured on ``n`` images each."""
+    se = math.sqrt(a * (1 - a) / n + b * (1 - b) / n)
+    return (a - b) / se if se else 0.0
+
+
+def summary(seeds: list[dict], n_test: int) -> dict:
+    out = {"bonas_median": statistics.median(s["bonas"]["final"]["test_acc"] for s in seeds)}
+    for name in BASELINES:
+        accs = [
+            next(h["test_acc"] for h in s["hand"] if h["name"] == name)
+            for s in seeds
+            if any(h["name"] == name for h in s["hand"])
+        ]
+        if not accs:
+            continue
+        wins = sum(s["bonas"]["final"]["test_acc"] > next(h["test_acc"] for h in s["hand"] if h["name"] == name) for s in seeds)
+        out[name] = {"median": statistics.median(accs), "bonas_wins": wins, "seeds": len(accs),
+                     "margin_se_of_medians": round(margin(out["bonas_median"], statistics.median(accs), n_test), 2)}  # fmt: skip
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", default="fashion-mnist", help="studies/<dataset>.toml unless --config")
-    ap.add_argument("--config")
-    ap.add_argument("--budget", default="1h")
-    ap.add_argument("--shares", default="", help="search shares to run (default: the config's [final] search_share)")
-    ap.add_argument("--no-baselines", action="store_true")
-    ap.add_argument("--workers", type=int, default=1, help="bonas run --workers (several per GPU pay on a large one)")
-    ap.add_argument(
-        "--concurrent-baselines",
-        action="store_true",
-        help="train the baselines at the same time as bonas' final training, sharing the device, for its planned "
-        "time (on a GPU, where the budget leaves no time to run them after it)",
-    )
-    ap.add_argument("--baseline", help=argparse.SUPPRESS)  # internal: one concurrent baseline
-    ap.add_argument("--start-at", type=float, help=argparse.SUPPRESS)
-    ap.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
-    ap.add_argument("--out", help="results file (default bench/results/budget-<dataset>-<budget>-<device>[-shares].json)")
+    ap.add_argument("--config", default=str(ROOT / "studies" / "fashion-mnist.toml"))
+    ap.add_argument("--budget", default="20m")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--designs", default=",".join(BASELINES), help="hand designs (names of BASELINES), comma-separated")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--out", help="results file (default bench/results/budget-<dataset>-<budget>-<device>-seeds.json)")
     args = ap.parse_args()
-    config_path = Path(args.config) if args.config else ROOT / "studies" / f"{args.dataset}.toml"
-    config = load_config(config_path)
-    if args.baseline:  # a concurrent baseline's own process
-        set_threads()
-        quiet_lightning(False)
-        time.sleep(max(0.0, args.start_at - time.monotonic()))
-        Path(args.out).write_text(json.dumps({**baseline(config_path, args.baseline, args.seconds), "concurrent": True}))
-        return
-    budget_s = parse_duration(args.budget)
-    shares = [float(s) for s in args.shares.split(",") if s] or [config.final.search_share]
     set_threads()
     quiet_lightning(False)
-    import torch
-
-    device = "gpu" if torch.cuda.is_available() else "cpu"
-    runs, baselines = [], []
+    budget_s = parse_duration(args.budget)
+    designs = [d for d in args.designs.split(",") if d]
+    cache = json.loads(CACHE.read_text()) if CACHE.exists() else {}
+    seeds = []
     with tempfile.TemporaryDirectory(prefix="bonas-budget-") as tmp:
-        launched = []
-
-        def launch(start: float, share: float) -> None:
-            final = (1 - share) * budget_s
-            seconds = final - max(3.0, 0.05 * final)  # what bonas run plans for its final training (bonas.commands.run)
-            for i, name in enumerate(BASELINES):
-                launched.append(
-                    (
-                        Path(tmp) / f"baseline{i}.json",
-                        concurrent_baseline(
-                            config_path, name, start + share * budget_s, seconds, Path(tmp) / f"baseline{i}.json"
-                        ),
-                    )
+        for seed in (int(s) for s in args.seeds.split(",")):
+            copy = seeded_copy(Path(args.config), Path(tmp), seed)
+            run = bonas_run(copy, args.budget, Path(tmp), args.workers)
+            print(f"seed {seed}: bonas run {run['final']['test_acc']:.4f} ({run['record']['arch']})", flush=True)
+            hands = [hand_design(copy, name, budget_s, seed, cache) for name in designs]
+            for h in hands:
+                print(
+                    f"seed {seed}: {h['name']} {h['test_acc']:.4f} ({h['epochs']} epochs{', reused' if h['reused'] else ''})",
+                    flush=True,
                 )
-
-        for share in shares:
-            alongside = (
-                [lambda start, share=share: launch(start, share)] if args.concurrent_baselines and not args.no_baselines else []
-            )
-            runs.append(bonas_run(config_path, args.budget, share, Path(tmp), args.workers, alongside))
-            r = runs[-1]
-            print(
-                f"bonas run, share {share:g}: test {r['final']['test_acc']:.4f} ({r['record']['trials_this_run']} trials, "
-                f"final {r['record']['final_epochs']} epochs in {r['record']['final_s']:.0f}s, {r['wall_s']:.0f}s wall)",
-                flush=True,
-            )
-        for path, proc in launched:
-            if proc.wait() != 0 or not path.exists():
-                raise SystemExit(f"budget: a concurrent baseline failed ({proc.returncode})")
-            baselines.append(json.loads(path.read_text()))
-    if not args.no_baselines and not args.concurrent_baselines:
-        final_s = runs[0]["record"]["final_s"]
-        for name in BASELINES:
-            baselines.append(baseline(config_path, name, final_s))
-    for b in baselines:
-        print(
-            f"baseline {b['name']}: test {b['test_acc']:.4f} ({b['epochs']} epochs in {b['seconds']:.0f}s, "
-            f"{b['parameters']:,} params)",
-            flush=True,
-        )
-    name = (
+            seeds.append({"seed": seed, "bonas": run, "hand": hands})
+    config = load_config(args.config)
+    n_test = seeds[0]["bonas"]["final"]["test_images"]
+    device = machine()["device"]
+    out = Path(
         args.out
-        or ROOT
-        / "bench"
-        / "results"
-        / f"budget-{config.dataset}-{args.budget}-{device}{'-shares' if len(shares) > 1 else ''}.json"
+        or ROOT / "bench" / "results" / f"budget-{config.dataset}-{args.budget}-{'gpu' if device == 'cuda' else 'cpu'}-seeds.json"
     )
-    if not args.no_baselines and len(baselines) != len(BASELINES):
-        raise SystemExit(f"budget: {len(baselines)} of {len(BASELINES)} baselines trained")
-    out = write(
-        name,
-        __file__,
-        {
-            "bench": "budget",
-            "dataset": config.dataset,
-            "config": os.path.relpath(config_path, ROOT),
-            "budget": args.budget,
-            "budget_s": budget_s,
-            "device": device,
-            "runs": runs,
-            "baselines": baselines,
-            "baseline_train": BASELINE_TRAIN.to_dict(),
-        },
-    )
+    total = summary(seeds, n_test)
+    write(out, __file__, {"bench": "budget", "dataset": config.dataset, "config": os.path.relpath(args.config, ROOT),
+                          "budget": args.budget, "budget_s": budget_s, "device": device, "hand_train": BASELINE_TRAIN.to_dict(),
+                          "hand_budget": "the whole budget", "seeds": seeds, "summary": total})  # fmt: skip
     print(f"wrote {out}")
-    print(
-        "RESULT "
-        + " ".join(
-            [
-                f"budget={args.budget}",
-                f"device={device}",
-                *(f"bonas_share{r['share']:g}={r['final']['test_acc']:.4f}" for r in runs),
-                *(f"{b['name'].split(' (')[0].replace(' ', '_')}={b['test_acc']:.4f}" for b in baselines),
-            ]
-        )
-    )
+    print("RESULT " + json.dumps(total))
 
 
 if __name__ == "__main__":

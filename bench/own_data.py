@@ -200,10 +200,15 @@ def main() -> None:
     summary = [f"n={args.n}"]
     if "speed" in results:
         s = results["speed"]
-        summary += [f"inmemory_img_s={s['median_images_per_s']['in memory']}", f"streamed_img_s={s['median_images_per_s']['streamed']}",
-                    f"stream_ratio={s['ratio']:.2f}"]  # fmt: skip
+        medians = s["median_images_per_s"]
+        summary += [
+            f"inmemory_img_s={medians['in memory']}",
+            f"streamed_img_s={medians['streamed']}",
+            f"stream_ratio={s['ratio']:.2f}",
+        ]
     for r in results.get("runs", []):
-        summary += [f"test_acc_{r['image_size']}px={r['record']['test_acc']:.4f}", f"max_rss_{r['image_size']}px_mb={r['memory']['largest_process_mb']}"]  # fmt: skip
+        px = r["image_size"]
+        summary += [f"test_acc_{px}px={r['record']['test_acc']:.4f}", f"max_rss_{px}px_mb={r['memory']['largest_process_mb']}"]
     print(f"wrote {out}\nRESULT " + " ".join(summary))
 
 

@@ -52,6 +52,9 @@ WHOLE = [*TRIAL, STUDY, RESULTS_LAYER, COMMANDS, *CLI, API, *PACKAGE]  # a bench
 # results file names (its ``config``) is added to its list. Edit here when a bench starts exercising more.
 BENCH_PATHS: dict[str, list[str]] = {
     "budget": [*WHOLE, "bench/budget.py", "studies/warm-start/"],  # `bonas run` as a subprocess, then train_final
+    "own_data": [*WHOLE, "bench/own_data.py", "bench/photos.py"],  # `bonas run` on a photo folder, and the data path
+    "selection": [*TRIAL, STUDY, COMMANDS, "bench/selection.py"],  # a search, the race, final trainings
+    "final_recipe": [CORE, CONFIG, DATA, MODEL, TRAINING, "bench/final_recipe.py", "bench/budget.py"],
     "data_path": [DATA, "bench/data_path.py"],
     "fidelity": [*TRIAL, STUDY, "bench/fidelity.py"],  # its study config is inline in the bench
     "mo_pruning": [*TRIAL, STUDY, "bench/mo_pruning.py", "bench/presets.py", "studies/digits.toml"],
@@ -1410,7 +1413,8 @@ def pace(trained: dict) -> float:
 
 
 def budget_files(res: Results) -> list[str]:
-    files = [f for f in res.files() if f.startswith("budget-")]
+    """The budget files of one run each (the older format); the several-seed ones are budget_seed_files'."""
+    files = [f for f in res.files() if f.startswith("budget-") and "runs" in res.data(f)]
     return sorted(files, key=lambda f: (res.data(f)["device"] != "cpu", res.data(f)["budget_s"], res.data(f)["date"]))
 
 
@@ -1549,12 +1553,43 @@ def budget_across(res: Results, files: list[str]) -> str:
 
 def glance(res: Results) -> str:
     """At most fifteen lines for the README, each figure naming its results file."""
-    lines = [glance_quickstart(res), *[glance_budget(res, f) for f in latest_budgets(res)], *glance_search(res)]
-    lines += glance_speed(res)
+    seeded = {(res.data(f)["device"], res.data(f)["budget_s"]): f for f in budget_seed_files(res)}
+    singles = [f for f in latest_budgets(res) if (res.data(f)["device"], res.data(f)["budget_s"]) not in seeded]
+    lines = [glance_quickstart(res), *[glance_seeds(res, f) for f in seeded.values()], *[glance_budget(res, f) for f in singles]]
+    lines += glance_search(res) + glance_speed(res) + glance_own_data(res)
     sources = res.all_sources()
     stale = sum(s.fresh.status != "fresh" for s in sources)
     lines.append(f"- {stale} of {len(sources)} results are stale or unverifiable against this tree: see `{PAGE}`")
     return "\n".join(lines)
+
+
+def glance_seeds(res: Results, file: str) -> str:
+    d = res.data(file)
+    s, hand = d["summary"], d["summary"].get(HAND, {})
+    return (
+        f"- `bonas run --budget {d['budget']}` ({res.source(file).machine}, {plural(len(d['seeds']), 'seed')}): median test "
+        f"{f4(s['bonas_median'])} against {f4(hand.get('median', float('nan')))} for {HAND} trained the whole budget; ahead "
+        f"in {hand.get('bonas_wins', 0)} of {hand.get('seeds', 0)} seeds (`{RESULTS_DIR}/{file}`)"
+    )
+
+
+def glance_own_data(res: Results) -> list[str]:
+    if "own_data.json" not in res.files():
+        return []
+    d = res.data("own_data.json")
+    lines = []
+    if "speed" in d:
+        lines.append(f"- Your own photos at 128 px: streaming from disk at {d['speed']['ratio']:.2f}x the images/s of holding "
+                     f"them in memory (`{RESULTS_DIR}/own_data.json`)")  # fmt: skip
+    runs = {r["image_size"]: r for r in d.get("runs", [])}
+    if 128 in runs and 32 in runs:
+        big, small = runs[128], runs[32]
+        lines.append(
+            f"- `bonas run --budget {big['budget']}` on {num(d['photos'])} photos: test {f4(big['record']['test_acc'])} "
+            f"at 128 px, {f4(small['record']['test_acc'])} resized to 32 px; largest process "
+            f"{num(big['memory']['largest_process_mb'])} MB (`{RESULTS_DIR}/own_data.json`)"
+        )
+    return lines
 
 
 def glance_quickstart(res: Results) -> str:
@@ -1648,6 +1683,127 @@ def summary(res: Results) -> str:
     )
 
 
+# ---------------------------------------------------------------------------------------------- sections: issue 20 / 22
+
+
+def budget_seed_files(res: Results) -> list[str]:
+    files = [f for f in res.files() if f.startswith("budget-") and "seeds" in res.data(f)]
+    return sorted(files, key=lambda f: (res.data(f)["device"] != "cpu", res.data(f)["budget_s"], res.data(f)["date"]))
+
+
+def seed_rows(d: dict) -> list[list[str]]:
+    n = d["seeds"][0]["bonas"]["final"]["test_images"]
+    rows = []
+    for s in d["seeds"]:
+        ours = s["bonas"]["final"]["test_acc"]
+        hands = {h["name"]: h for h in s["hand"]}
+        hand = hands.get(HAND)
+        cells = [str(s["seed"]), f4(ours), s["bonas"]["record"].get("arch", "")]
+        for name in (HAND, next((k for k in hands if k.startswith(ARTICLE)), None)):
+            h = hands.get(name) if name else None
+            cells.append("—" if h is None else f"{f4(h['test_acc'])} ({h['epochs']} ep{', cached' if h.get('reused') else ''})")
+        se = (ours - hand["test_acc"]) / se_diff(ours, hand["test_acc"], n) if hand else 0.0
+        cells.append(f"{pt(ours - hand['test_acc'])} ({se:+.1f} SE)" if hand else "—")
+        rows.append(cells)
+    return rows
+
+
+def budget_seeds(res: Results) -> str:
+    files = budget_seed_files(res)
+    if not files:
+        return ""
+    blocks = []
+    for f in files:
+        d, src = res.data(f), res.source(f)
+        s = d["summary"]
+        hand = s.get(HAND, {})
+        verdict = (
+            f"bonas' median test accuracy {f4(s['bonas_median'])} against {f4(hand['median'])} for {HAND} "
+            f"({hand['margin_se_of_medians']:+.1f} standard errors of the difference of the medians); bonas ahead in "
+            f"{hand['bonas_wins']} of {hand['seeds']} seeds."
+            if hand
+            else ""
+        )
+        header = ["seed", "bonas run", "its network", f"{HAND} (whole budget)", "article's best (whole budget)", "bonas − hand"]
+        blocks.append(section(f"### {d['budget']} on {src.machine}, {plural(len(d['seeds']), 'seed')}", res.cite((f, None)),
+                              verdict, table(header, seed_rows(d), "rlllll")))  # fmt: skip
+    intro = (
+        "`bonas run` as shipped (its search starts from the standard designs, its finalists race, the survivor trains to "
+        "the deadline) against hand designs trained by the same final training for the **whole** budget, seed by seed."
+    )
+    return section("## Results per budget, several seeds", intro, *blocks)
+
+
+def own_data(res: Results) -> str:
+    if "own_data.json" not in res.files():
+        return ""
+    d = res.data("own_data.json")
+    blocks = [res.cite(("own_data.json", None))]
+    if "speed" in d:
+        s = d["speed"]
+        m = s["median_images_per_s"]
+        rss = {arm: max(r["maxrss_mb"] for r in runs) for arm, runs in s["runs"].items()}
+        blocks.append(
+            f"One network ({s['network'].get('stem', 'no')} stem) trained 3 epochs on 4 000 of the {num(d['photos'])} "
+            f"photos at 128 px, in a new process per run, {len(s['runs']['streamed'])} runs per path, alternating: "
+            f"{num(m['in memory'])} images/s with the images held in memory (peak {num(rss['in memory'])} MB resident), "
+            f"{num(m['streamed'])} streamed from the store's file (peak {num(rss['streamed'])} MB): {s['ratio']:.2f}x."
+        )
+    rows = []
+    for r in d.get("runs", []):
+        rec, mem = r["record"], r["memory"]
+        rows.append([f"{r['image_size']} px", f4(rec["test_acc"]), rec.get("arch", ""), str(rec["trials_this_run"]),
+                     f"{rec['final_epochs']}", f"{num(mem['largest_process_mb'])} MB", str(mem["processes"]),
+                     "streamed" if r["data"]["streamed"] else "in memory"])  # fmt: skip
+    if rows:
+        header = ["image_size", "test accuracy", "network", "trials", "final epochs", "largest process", "processes", "images"]
+        blocks.append(f"`bonas run --budget {d['runs'][0]['budget']}` on the folder, everything but `root` and `image_size` at "
+                      "its default, each process's peak resident memory sampled every 0.2 s:")  # fmt: skip
+        blocks.append(table(header, rows, "rrlrrrrl"))
+    intro = (
+        f"A folder of {num(d['photos'])} 160x120 JPEG photos, 10 classes (bench/photos.py: Fashion-MNIST's clothes, "
+        "coloured, scaled and placed on cluttered backgrounds), through bonas as a new user runs it."
+    )
+    return section("## Your own photos", intro, *blocks)
+
+
+def selection(res: Results) -> str:
+    if "selection.json" not in res.files():
+        return ""
+    d = res.data("selection.json")
+    rows = [
+        [f"#{f['trial']}", f["arch"], f4(f["search_val_acc"]), f4(f["test_acc"]), str(f["final_epochs"])] for f in d["finalists"]
+    ]
+    regret = ", ".join(f"{rule} {v:.2f} pt (#{d['picks'][rule]})" for rule, v in d["regret_points"].items())
+    rho = ", ".join(f"{k} {v:.2f}" for k, v in d["rank_correlation"].items())
+    fid = ", ".join(f"{k}: {v:.2f}" for k, v in d["fidelity_rank_correlation"].items())
+    return section(
+        "## Which rule picks the final network",
+        res.cite(("selection.json", None)),
+        f"The {len(d['finalists'])} finalists of a {d['settings']['search']:.0f}-second search, each trained as the final "
+        f"training trains for {d['settings']['final']:.0f} s and tested once (the ground truth). Regret of each rule's pick "
+        f"(the best finalist's test accuracy less the pick's): {regret}. Rank correlation with the ground truth: {rho}. "
+        f"At equal iterations, the finalists' ranking against the ground truth (Spearman): {fid}.",
+        table(["trial", "network", "search val_acc", "test accuracy (ground truth)", "epochs"], rows, "llrrr"),
+    )
+
+
+def final_recipe(res: Results) -> str:
+    if "final_recipe.json" not in res.files():
+        return ""
+    d = res.data("final_recipe.json")
+    base = d["arms"][0]["test_acc"]
+    rows = [[a["arm"], f4(a["test_acc"]), pt(a["test_acc"] - base), f"{a['seconds']:.0f} s"] for a in d["arms"]]
+    return section(
+        "## The final training's recipe at its real length",
+        res.cite(("final_recipe.json", None)),
+        f"`{d['network']}`, {d['epochs']} epochs of {num(d['arms'][0]['train_images'])} images through bonas' final "
+        f"training, one seed, tested once on {num(d['test_images'])} images (one standard error: "
+        f"{pt(se(base, d['test_images']))}).",
+        table(["arm", "test accuracy", "vs base", "time"], rows, "lrrr"),
+    )
+
+
 SECTIONS: tuple[Callable[[Results], str], ...] = (
     quickstart,
     data_path,
@@ -1675,7 +1831,11 @@ SECTIONS: tuple[Callable[[Results], str], ...] = (
     zero_cost,
     screening,
     recipe,
+    final_recipe,
+    selection,
+    budget_seeds,
     budget_table,
+    own_data,
 )
 
 
@@ -1699,7 +1859,7 @@ def render(root: Path = ROOT) -> dict[str, str]:
     """The pages, by path relative to ``root``: deterministic for one working tree and one set of results; the
     README's results block too, when it has one."""
     res = Results(root)
-    blocks = [header(res), section("## At a glance", glance(res)), summary(res), *(s(res) for s in SECTIONS)]
+    blocks = [header(res), section("## At a glance", glance(res)), summary(res), *(b for s in SECTIONS if (b := s(res)))]
     pages = {PAGE: "\n\n".join(blocks) + "\n"}
     front = readme(root, res)
     if front is not None:

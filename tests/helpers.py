@@ -81,6 +81,10 @@ dense_dropout = [0.0, 0.0]
 [artifacts]
 keep_top_k = {keep_top_k}
 curves = true
+
+[warm_start]
+priors = {priors}
+{warm_start}
 {extra}
 """
 
@@ -99,6 +103,8 @@ def tiny_config_text(**kw) -> str:
         val_subset=100,
         objective="latency_time_s = 0  # measured only by the tests about latency",
         keep_top_k=0,  # artifacts only in the tests about them
+        priors="false",  # the standard designs only in the tests about them (tests/test_priors.py)
+        warm_start="",
         extra="",
     )
     values.update(kw)

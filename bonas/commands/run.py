@@ -32,12 +32,14 @@ from bonas.config import StudyConfig
 from bonas.core import records as R
 from bonas.core.errors import StudyError
 from bonas.data.splits import Splits
+from bonas.nas.race import finalists, race, worth_racing
 from bonas.nas.space import specs_from_params
 from bonas.nas.worker import Worker, exit_code, prepare_worker
 from bonas.results.leaderboard import Progress, in_notebook, progress_bar
 from bonas.study.studies import Opened
 from bonas.training.callbacks import TrialDeadline
-from bonas.training.final import Final, final_splits, train_final
+from bonas.training.final import Final, final_rows, final_splits, finish, on_device
+from bonas.training.session import Session
 
 UNBOUNDED_TRIALS = 10**9  # a run is bounded by its time; [budget] n_trials gives way
 FINAL_SHARE_A_TRIAL_MAY_TAKE = 0.5  # a trial running past the search's end finishes its epoch within this
@@ -203,23 +205,32 @@ def chosen(study, config: StudyConfig, search_s: float) -> R.TrialRecord:
     return best
 
 
-def final_phase(config: StudyConfig, best: R.TrialRecord, clock: Clock, bar: BudgetBar, verbose: bool) -> tuple[Final, Splits]:
-    """The winner on the whole training split until the budget's deadline, less the time kept for writing."""
+def final_phase(
+    config: StudyConfig, study, best: R.TrialRecord, clock: Clock, bar: BudgetBar, verbose: bool
+) -> tuple[Final, Splits, R.TrialRecord]:
+    """A race of the search's finalists (bonas.nas.race, when ``[final] finalists`` > 1 and the search completed that
+    many), then the survivor (else the best trial) on the whole training split until the budget's deadline, less
+    the time kept for writing; returns the trained model, its data and the trial it is."""
     reserve = max(REPORT_RESERVE_S[0], REPORT_RESERVE_S[1] * (clock.end - time.monotonic()))
+    deadline = clock.end - reserve
+    splits = on_device(final_splits(config))
+    rows = final_rows(config, splits)
+    entrants = finalists(R.records(study.get_trials(deepcopy=False)), config.final.finalists)
+    log: list[dict] = []
+    race_s = config.final.race_share * (deadline - time.monotonic())
+    if worth_racing(len(entrants), race_s):
+        bar.set("race", f"{len(entrants)} finalists: " + ", ".join(f"#{r.number}" for r in entrants))
+        until = time.monotonic() + race_s
+        shown = lambda k, alive: bar.set("race", f"round {k}: " + ", ".join(f"#{e.record.number}" for e in alive))  # noqa: E731
+        winner, log = race(config, splits, entrants, until, deadline, verbose, on_round=shown)
+        best, session = winner.record, winner.session
+    else:
+        arch, train = specs_from_params(best.trial.params, config.space, config.training, config.data, splits.input_shape)
+        session = Session(config, splits, arch, train, best.seed if best.seed is not None else config.seed, rows)
     bar.set("final training", f"trial {best.number} ({best.arch_line}) on the whole training split")
-    splits = final_splits(config)
-    arch, train = specs_from_params(best.trial.params, config.space, config.training, config.data, splits.input_shape)
-    final = train_final(
-        config,
-        splits,
-        arch,
-        train,
-        best.seed if best.seed is not None else config.seed,
-        verbose=verbose,
-        deadline=clock.end - reserve,
-        on_epoch=lambda e: bar.set("final training", f"epoch {e}, trial {best.number}"),
-    )
-    return final, splits
+    on_epoch = lambda e: bar.set("final training", f"epoch {e}, trial {best.number}")  # noqa: E731
+    session.stretch(rows, deadline, test_images=len(splits.test), verbose=verbose, on_epoch=on_epoch, keep_state=False)
+    return finish(session, rows, until_deadline=True, race=log), splits, best
 
 
 def run_budget(
@@ -249,7 +260,7 @@ def run_budget(
         search_phase(worker, url, workers, clock, bar, verbose)
         search_s = clock.elapsed()
         best = chosen(study, config, search_s)
-        final, splits = final_phase(config, best, clock, bar, verbose)
+        final, splits, best = final_phase(config, study, best, clock, bar, verbose)
         final_s = clock.elapsed() - search_s
         bar.set("writing", "checkpoint and report")
         result = save_final(Opened(study, config, url), best.trial, final, splits, out)

@@ -75,6 +75,9 @@ class WarmStartConfig:
     file: str = ""  # a TOML file of [[trial]] tables (params), enqueued when the study is created
     from_study: str = ""  # a study name or config whose top_k trials are enqueued when this one is created
     top_k: int = 5  # how many of from_study's best completed trials
+    # The standard designs (2 conv + pool + BN, VGG-style, a small ResNet; bonas.nas.priors), shaped to the input and
+    # the space, as the first trials of a new study after the file's: TPE searches from what a practitioner tries first
+    priors: bool = True
 
     def check(self, fail: Fail) -> None:
         at_least(fail, "top_k", self.top_k, 1)

@@ -23,7 +23,7 @@ class TrainingConfig:
     ema_decay: float = 0.0  # 0 = off; else an exponential moving average of the weights is validated and kept
     channels_last: bool = True  # on CUDA: channels_last memory format (faster bf16 convolutions); ignored on CPU
     precision: str = "auto"  # auto: bf16-mixed on CUDA, 32-true elsewhere; or any Lightning precision
-    eval_batch_size: int = 1024  # validation batches: large, they hold no gradients
+    eval_batch_size: int = 1024  # validation batches: large, they hold no gradients (fewer for large images: 16M pixels)
 
     def check(self, fail: Fail) -> None:
         at_least(fail, "max_epochs", self.max_epochs, 1)
@@ -50,8 +50,15 @@ class FinalConfig:
     # in 12 epochs on all 54 000 images (bench/results/recipe.json)
     augment: bool = False
     epochs_multiple: int = 3  # bonas retrain without --epochs: this many times the search's epochs per trial
+    # bonas run: the search's best few trials race at the final training's fidelity (the whole training split, equal
+    # seconds each, the better half going on each round) for race_share of the time left; the survivor's final
+    # training goes on from its state. 1 = no race: the search's best trains (bonas.nas.race)
+    finalists: int = 4
+    race_share: float = 0.3
 
     def check(self, fail: Fail) -> None:
         between(fail, "search_share", self.search_share, 0, 1, "(the rest of the budget trains the winner)")
+        at_least(fail, "finalists", self.finalists, 1, "(1 = no race)")
+        between(fail, "race_share", self.race_share, 0, 1)
         at_least(fail, "train_subset", self.train_subset, 0, "(0 = the whole training split)")
         at_least(fail, "epochs_multiple", self.epochs_multiple, 1)

@@ -37,6 +37,7 @@ SCREEN = "screen"  # {"proxy": name, "score": s, "threshold": t}: its zero-cost 
 PAUSED = "paused_at_epoch"  # ASHA: the trial stopped at this rung, its state kept, and may be promoted later
 WORKER = "worker"  # which worker (host:pid:wN) ran it
 RETRY_OF = "retry_of"  # the number of the failed trial this one repeats
+PRIOR = "prior"  # the standard design (bonas.nas.priors) this trial was enqueued as
 
 # Set by Optuna's RetryHeartbeatStaleTrialCallback (and bonas' reaper) on a requeued trial.
 SYS_FAILED_TRIAL = "failed_trial"
@@ -85,6 +86,7 @@ class TrialRecord:
     paused_at: int  # ASHA: the rung (epochs) it paused at; 0 when it did not pause
     promoted_from: int | None  # ASHA: the paused trial this one goes on from
     screen: dict[str, Any]
+    prior: str = ""  # the standard design it was enqueued as, if any
 
     @classmethod
     def of(cls, t: FrozenTrial) -> TrialRecord:
@@ -113,6 +115,7 @@ class TrialRecord:
             paused_at=int(a.get(PAUSED) or 0),
             promoted_from=t.system_attrs.get(SYS_PROMOTED_FROM),
             screen=dict(a.get(SCREEN) or {}),
+            prior=a.get(PRIOR, ""),
         )
 
     @property

@@ -20,6 +20,7 @@ from bonas.data.images import DiskImages, Images, MemoryImages
 from bonas.data.raw import balanced_subset, stratified_split
 from bonas.data.sources import DATA_SOURCES, Decoded, decode
 
+EVAL_BATCH_PIXELS = 16 * 2**20  # pixels of a validation or test batch at most: 64 MB of floats, however large the images
 STATS_CHUNK_BYTES = 8 * 2**20  # uint8 pixels per step of the channel statistics (its float64 copy: 8x), never the set
 
 
@@ -63,6 +64,11 @@ class Splits:
         if isinstance(self.images, DiskImages):
             return stream(self.images, self.labels, rows, batch_size, shuffle, seed)
         return Batches(self.images, self.labels, rows, batch_size, shuffle, seed)
+
+    def eval_batch(self, asked: int) -> int:
+        """A validation or test batch: ``asked`` images, fewer for large images (a 1024-image batch of 128 px photos
+        held 200 MB of input floats and as much again per layer: most of a process's peak memory)."""
+        return max(1, min(asked, EVAL_BATCH_PIXELS // int(torch.tensor(self.input_shape).prod())))
 
     def preprocess(self, cutout: int = 0, rows: torch.Tensor | None = None) -> Preprocess:
         """Normalisation by the training rows' statistics (or those of ``rows``), with this data set's augmentation."""

@@ -227,7 +227,7 @@ class Objective:
         callbacks = list(callbacks or [])
         trainer = make_trainer(t.max_epochs, callbacks, t.precision, self.verbose, recipe)
         train_batches = s.loader(s.train, p.train.batch_size, shuffle=True, seed=p.seed)
-        val_batches = s.loader(s.val, t.eval_batch_size, shuffle=False)
+        val_batches = s.loader(s.val, s.eval_batch(t.eval_batch_size), shuffle=False)
         start = time.perf_counter()
         try:
             trainer.fit(

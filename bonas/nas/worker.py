@@ -32,6 +32,7 @@ from bonas.data.splits import Splits, load_splits
 from bonas.nas.keeper import Keeper
 from bonas.nas.limits import auto_limits, max_flops
 from bonas.nas.objective import Objective, Outcome
+from bonas.nas.priors import priors
 from bonas.results.notes import note_markdown, study_note, write_note
 from bonas.study.budget import BudgetStatus, Verdict
 from bonas.study.claims import Heartbeat, claim_trial, fail_and_requeue, failed_by_peer
@@ -153,7 +154,8 @@ def open_study(
             w = config.workers
             storage = open_storage(url, w.heartbeat_interval, w.grace_period)
             limits = auto_limits(config, data_info["n_train"], device.current())
-            study = create_or_resume(config, storage, url, data_info, seed=seed, limits=limits)
+            designs = priors(config, tuple(data_info["input_shape"]), max_flops(config, limits))
+            study = create_or_resume(config, storage, url, data_info, seed=seed, limits=limits, priors=designs)
     except SQLAlchemyError as err:
         raise StorageError(f"cannot reach storage {mask_url(url)}: {first_line(err)}") from None
     return lock, storage, study

@@ -21,7 +21,7 @@ def annotation(r: R.TrialRecord, promoted_to: dict[int, int]) -> str:
         return f"  [reused #{r.reused_from}]"
     if not r.feasible:
         return f"  [{r.reason or 'infeasible'}]"
-    notes = []
+    notes = [f"prior: {r.prior}"] if r.prior else []
     if r.promoted_from is not None or r.resumed_at:
         notes.append(f"from #{r.promoted_from if r.promoted_from is not None else r.retry_of} at epoch {r.resumed_at}")
     if r.paused_at:

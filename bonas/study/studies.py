@@ -149,6 +149,7 @@ def create_or_resume(
     data_info: dict[str, Any],
     seed: int | None = None,
     limits: dict[str, Any] | None = None,
+    priors: list[tuple[str, dict[str, Any]]] = (),
 ) -> optuna.Study:
     """Create the study with its records (and warm start), or resume it after checking the config matches."""
     stored = config.to_dict()
@@ -162,7 +163,7 @@ def create_or_resume(
         try:
             study = optuna.create_study(directions=directions(config), **kwargs)
         except optuna.exceptions.DuplicatedStudyError:  # a peer created it first: that is fine
-            return create_or_resume(config, storage, url, data_info, seed, limits)
+            return create_or_resume(config, storage, url, data_info, seed, limits, priors)
         study.set_user_attr(R.STUDY_CONFIG, stored)
         study.set_user_attr(R.STUDY_ENV, environment_info())
         study.set_user_attr(R.STUDY_DATA, data_info)
@@ -170,6 +171,8 @@ def create_or_resume(
         study.set_metric_names(config.objective.metrics)
         for params in warm_start_params(config):
             study.enqueue_trial(params, skip_if_exists=True)
+        for name, params in priors:  # the standard designs, after the user's own list
+            study.enqueue_trial(params, user_attrs={R.PRIOR: name}, skip_if_exists=True)
         return study
     check_resumable(config, study, url)
     check_same_data(config, study, data_info)
