@@ -168,7 +168,9 @@ def freshness(root: Path, commit: str, paths: Iterable[str]) -> Freshness:
     diff = git(root, "diff", "--name-only", "--no-renames", "--no-ext-diff", base, "--", *paths)
     if diff.returncode != 0:
         return Freshness(commit, "unverifiable", why=f"git diff against {base[:7]} failed")
-    changed = tuple(sorted(diff.stdout.splitlines()))
+    # files not yet added count too: the page rendered before a commit must equal the one rendered after it
+    untracked = git(root, "ls-files", "--others", "--exclude-standard", "--", *paths)
+    changed = tuple(sorted(set(diff.stdout.splitlines()) | set(untracked.stdout.splitlines())))
     status = "stale" if changed else ("unverifiable" if commit.endswith("-dirty") else "fresh")
     return Freshness(commit, status, changed, tuple(group_changes(changed, paths)))
 

@@ -128,6 +128,17 @@ def test_the_label_does_not_depend_on_later_history(repo):
     assert source(root).cite() == before
 
 
+def test_a_new_file_counts_before_it_is_added_as_after_it_is_committed(repo):
+    """A page rendered before `git add` equals the one a clean clone renders after the commit (CI renders that)."""
+    root, _ = repo
+    (root / "bonas" / "data" / "stream.py").write_text("STREAM = 1\n")
+    before = source(root)
+    assert before.fresh.changed == ("bonas/data/stream.py",)
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "a new module")
+    assert source(root).cite() == before.cite()
+
+
 def test_an_old_module_of_a_layer_counts_for_it(repo):
     """Before the reorganisation, bonas/data.py is the data layer: a change to it makes data_path stale."""
     root, sha = repo

@@ -11,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bonas.core.spec import ArchSpec, BlockSpec
 from bonas.model.blocks import ResidualBlock, SeparableConv2d
-from bonas.model.build import LayerRow, build_model, count_flops, count_params, summarize
+from bonas.model.build import LayerRow, build_model, count_flops, count_params, summarize, widest_activation
 from bonas.model.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from bonas.model.export import export
 
@@ -163,6 +163,25 @@ def test_summary_in_one_pass_equals_the_per_layer_method(name):
     assert sum(r.flops for r in rows) == count_flops(net, shape) > 0
     assert sum(r.params for r in rows) == count_params(net)
     assert all(r.flops > 0 for r in rows if r.kind in ("Conv2d", "SeparableConv2d", "ResidualBlock", "Linear"))
+
+
+def test_evaluation_batches_shrink_with_the_widest_layer():
+    """A 96-wide conv at full resolution on 32-px images: 98 304 floats per image, so a batch of 341 fills the
+    evaluation's 32 M floats where 1024 would have held 400 MB per layer; a small net keeps the batch it asked."""
+    from types import SimpleNamespace
+
+    from bonas.data.splits import EVAL_BATCH_FLOATS, Splits
+
+    wide = ArchSpec(blocks=(BlockSpec(1, 96, 3, "max", True, 0.0),), head="gap", dense=(), dense_dropout=0.0)
+    net = build_model(wide, (3, 32, 32), 10)
+    assert net.training
+    assert widest_activation(net, (3, 32, 32)) == 96 * 32 * 32 and net.training, "mode restored"
+    assert not any(m._forward_hooks for m in net.modules()), "no hook left behind"
+    assert widest_activation(build_model(NETS["mixed"][0], NETS["mixed"][1], 10), NETS["mixed"][1]) > 0
+    splits = SimpleNamespace()
+    assert Splits.eval_batch(splits, 1024, 96 * 32 * 32) == EVAL_BATCH_FLOATS // (96 * 32 * 32) == 341
+    assert Splits.eval_batch(splits, 1024, 16 * 8 * 8) == 1024
+    assert Splits.eval_batch(splits, 1024, 10**9) == 1
 
 
 def test_layer_rows_are_plain_json():

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from bonas.config import parse_config
-from bonas.model.build import build_model, resolutions
+from bonas.model.build import build_model, count_flops, resolutions
 from bonas.nas.priors import DESIGNS, design_params, priors
 from bonas.nas.space import specs_from_params
 
@@ -61,16 +61,27 @@ def test_a_design_outside_the_space_is_left_out_in_one_line(caplog):
     assert "VGG-style left out: the space makes block 0 plain x1, the design plain x2" in caplog.records[0].getMessage()
 
 
-def test_priors_can_be_switched_off_and_fit_the_flops_limit(caplog):
+def test_priors_can_be_switched_off_and_are_narrowed_to_the_flops_limit(caplog):
     config = parse_config('name = "o"\n[warm_start]\npriors = false\n')
     assert priors(config, (3, 32, 32)) == []
-    config = parse_config('name = "o"\n')
-    with caplog.at_level(logging.WARNING):
+    config = parse_config('name = "o"\n[space]\nblock_types = ["plain", "residual"]\n')
+    with caplog.at_level(logging.INFO):
         found = dict(priors(config, (3, 32, 32), max_flops=30e6))
-    assert "VGG-style" not in found and any("VGG-style left out" in r.getMessage() and "over the limit" in r.getMessage()
-                                            for r in caplog.records)  # fmt: skip
+    assert list(found) == ["2 conv + pool + BN", "VGG-style (16-32-64)", "small ResNet (16-16-32)"]
+    for name, params in found.items():
+        arch = specs_from_params(params, config.space, config.training, config.data, (3, 32, 32))[0]
+        assert count_flops(build_model(arch, (3, 32, 32), 10), (3, 32, 32)) <= 30e6, name
+    assert "priors: VGG-style narrowed to widths 16-32-64 for the FLOPs limit of 3e+07" in caplog.messages
+    caplog.clear()
+    narrow = 'name = "o"\n[space]\nwidths = [32, 64]\nblock_types = ["plain", "residual"]\n'
+    with caplog.at_level(logging.WARNING):  # the space's narrowest is 32 wide: the ResNet cannot fit
+        found = dict(priors(parse_config(narrow), (3, 32, 32), max_flops=30e6))
+    assert list(found) == ["2 conv + pool + BN"] and any(
+        m.startswith("priors: small ResNet left out:") and "at its narrowest in this space, over the limit" in m
+        for m in caplog.messages
+    )
     with pytest.raises(Exception, match="variants"):
-        design_params("VGG-style", parse_config('name = "v"\n[[space.variants]]\nname = "a"\n'), (1, 8, 8))
+        design_params(DESIGNS["VGG-style"], parse_config('name = "v"\n[[space.variants]]\nname = "a"\n'), (1, 8, 8))
 
 
 @pytest.mark.slow

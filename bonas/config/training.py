@@ -23,7 +23,7 @@ class TrainingConfig:
     ema_decay: float = 0.0  # 0 = off; else an exponential moving average of the weights is validated and kept
     channels_last: bool = True  # on CUDA: channels_last memory format (faster bf16 convolutions); ignored on CPU
     precision: str = "auto"  # auto: bf16-mixed on CUDA, 32-true elsewhere; or any Lightning precision
-    eval_batch_size: int = 1024  # validation batches: large, they hold no gradients (fewer for large images: 16M pixels)
+    eval_batch_size: int = 1024  # validation batches: large, they hold no gradients (fewer for wide layers: EVAL_BATCH_FLOATS)
 
     def check(self, fail: Fail) -> None:
         at_least(fail, "max_epochs", self.max_epochs, 1)

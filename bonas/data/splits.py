@@ -20,7 +20,9 @@ from bonas.data.images import DiskImages, Images, MemoryImages
 from bonas.data.raw import balanced_subset, stratified_split
 from bonas.data.sources import DATA_SOURCES, Decoded, decode
 
-EVAL_BATCH_PIXELS = 16 * 2**20  # pixels of a validation or test batch at most: 64 MB of floats, however large the images
+# A validation or test batch holds at most this many floats in its widest layer's output: 128 MB, a few such tensors
+# alive at once, whatever the images and the network (a 1024-image batch of a 96-wide conv at 32 px held 400 MB each)
+EVAL_BATCH_FLOATS = 32 * 2**20
 STATS_CHUNK_BYTES = 8 * 2**20  # uint8 pixels per step of the channel statistics (its float64 copy: 8x), never the set
 
 
@@ -65,10 +67,10 @@ class Splits:
             return stream(self.images, self.labels, rows, batch_size, shuffle, seed)
         return Batches(self.images, self.labels, rows, batch_size, shuffle, seed)
 
-    def eval_batch(self, asked: int) -> int:
-        """A validation or test batch: ``asked`` images, fewer for large images (a 1024-image batch of 128 px photos
-        held 200 MB of input floats and as much again per layer: most of a process's peak memory)."""
-        return max(1, min(asked, EVAL_BATCH_PIXELS // int(torch.tensor(self.input_shape).prod())))
+    def eval_batch(self, asked: int, widest: int) -> int:
+        """A validation or test batch: ``asked`` images, fewer where ``widest`` (the floats per image of the network's
+        widest layer, bonas.model.build.widest_activation) would make it large."""
+        return max(1, min(asked, EVAL_BATCH_FLOATS // max(1, widest)))
 
     def preprocess(self, cutout: int = 0, rows: torch.Tensor | None = None) -> Preprocess:
         """Normalisation by the training rows' statistics (or those of ``rows``), with this data set's augmentation."""

@@ -95,6 +95,29 @@ def count_flops(net: nn.Module, input_shape: tuple[int, int, int]) -> int:
     return int(counter.get_total_flops())
 
 
+def widest_activation(net: nn.Module, input_shape: tuple[int, int, int]) -> int:
+    """Elements per image of the largest tensor any layer hands on (or of the input): what one image of an
+    evaluation batch holds at its peak."""
+    sizes = [int(torch.Size(input_shape).numel())]
+
+    def record(module: nn.Module, inputs: Any, output: Any) -> None:
+        if isinstance(output, torch.Tensor):
+            sizes.append(output[0].numel())
+
+    x = torch.zeros(1, *input_shape, device=next(net.parameters()).device)
+    was_training = net.training
+    hooks = [m.register_forward_hook(record) for m in net.modules()]
+    net.eval()
+    try:
+        with _one_thread(), torch.no_grad():
+            net(x)
+    finally:
+        net.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return max(sizes)
+
+
 @contextmanager
 def _one_thread() -> Iterator[None]:
     """Run a one-image forward pass on one intra-op thread. Its kernels are too small to split, and on a

@@ -25,7 +25,7 @@ from bonas.config import StudyConfig
 from bonas.core import records as R
 from bonas.core.spec import ArchSpec, TrainSpec
 from bonas.data.splits import Splits
-from bonas.model.build import LayerRow, build_model, count_params, measure_latency, summarize
+from bonas.model.build import LayerRow, build_model, count_params, measure_latency, summarize, widest_activation
 from bonas.nas import screen
 from bonas.nas.space import suggest_arch, suggest_training
 from bonas.study import promotion
@@ -227,7 +227,7 @@ class Objective:
         callbacks = list(callbacks or [])
         trainer = make_trainer(t.max_epochs, callbacks, t.precision, self.verbose, recipe)
         train_batches = s.loader(s.train, p.train.batch_size, shuffle=True, seed=p.seed)
-        val_batches = s.loader(s.val, s.eval_batch(t.eval_batch_size), shuffle=False)
+        val_batches = s.loader(s.val, s.eval_batch(t.eval_batch_size, widest_activation(p.net, s.input_shape)), shuffle=False)
         start = time.perf_counter()
         try:
             trainer.fit(

@@ -31,6 +31,11 @@ class Design:
     dense: tuple[int, ...] = ()
     dense_dropout: float = 0.0
 
+    def narrowed(self, factor: float) -> Design:
+        """The same design with every block's width times ``factor`` (at least 8)."""
+        blocks = tuple((kind, convs, max(8, round(width * factor)), pool) for kind, convs, width, pool in self.blocks)
+        return Design(blocks, self.head, self.dense, self.dense_dropout)
+
 
 DESIGNS: dict[str, Design] = {
     # Fashion-MNIST's benchmark table: "2 Conv+pooling+BN", 0.934 (zalandoresearch/fashion-mnist)
@@ -100,11 +105,13 @@ class _DesignTrial:
         return value
 
 
-def design_params(name: str, config: StudyConfig, input_shape: tuple[int, int, int]) -> dict[str, Any]:
-    """The params of design ``name`` in the config's space (raises OutsideSpace when it has no place there)."""
+NARROWING = (1.0, 0.5, 0.25)  # a design over the FLOPs limit tries these fractions of its widths before it is left out
+
+
+def design_params(design: Design, config: StudyConfig, input_shape: tuple[int, int, int]) -> dict[str, Any]:
+    """The params of ``design`` in the config's space (raises OutsideSpace when it has no place there)."""
     if config.space.variants:
         raise OutsideSpace("the space has variants, which no standard design names")
-    design = DESIGNS[name]
     trial = _DesignTrial(design)
     arch = suggest_arch(trial, config.space, input_shape)
     suggest_training(trial, config.training, config.data)
@@ -119,26 +126,38 @@ def design_params(name: str, config: StudyConfig, input_shape: tuple[int, int, i
 
 
 def priors(config: StudyConfig, input_shape: tuple[int, int, int], max_flops: float = 0.0) -> list[tuple[str, dict]]:
-    """(design name, params) of every standard design the space can hold and the FLOPs limit allows, in DESIGNS'
-    order; each one left out is said in one line."""
+    """(design name, params) of every standard design the space can hold within the FLOPs limit, in DESIGNS' order:
+    a design over the limit is narrowed (NARROWING) until it fits, and named with its widths; each one left out is
+    said in one line."""
     if not config.warm_start.priors:
         return []
-    from bonas.model.build import build_model, count_flops
-
     found = []
-    for name in DESIGNS:
+    for name, design in DESIGNS.items():
         try:
-            params = design_params(name, config, input_shape)
+            found.append(_fitted(name, design, config, input_shape, max_flops))
         except OutsideSpace as err:
             log.warning("priors: %s left out: %s", name, err)
-            continue
+    return found
+
+
+def _fitted(name: str, design: Design, config: StudyConfig, input_shape, max_flops: float) -> tuple[str, dict]:
+    from bonas.model.build import build_model, count_flops
+
+    tried = []
+    for factor in NARROWING:
+        params = design_params(design.narrowed(factor), config, input_shape)
+        if params in tried:  # the space has nothing narrower
+            break
+        tried.append(params)
         arch = suggest_arch(_Replay(params), config.space, input_shape)
         flops = count_flops(build_model(arch, input_shape, 2), input_shape)
-        if max_flops and flops > max_flops:
-            log.warning("priors: %s left out: %.3g FLOPs per image, over the limit of %.3g", name, flops, max_flops)
-            continue
-        found.append((name, params))
-    return found
+        if not max_flops or flops <= max_flops:
+            if factor == 1.0:
+                return name, params
+            widths = "-".join(str(b.width) for b in arch.blocks)
+            log.info("priors: %s narrowed to widths %s for the FLOPs limit of %.3g", name, widths, max_flops)
+            return f"{name} ({widths})", params
+    raise OutsideSpace(f"{flops:.3g} FLOPs per image at its narrowest in this space, over the limit of {max_flops:.3g}")
 
 
 class _Replay:

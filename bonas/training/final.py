@@ -22,7 +22,7 @@ from bonas.core.spec import ArchSpec, TrainSpec
 from bonas.data.augment import Preprocess
 from bonas.data.raw import balanced_subset
 from bonas.data.splits import Splits, load_splits
-from bonas.model.build import count_params, measure_latency
+from bonas.model.build import count_params, measure_latency, widest_activation
 from bonas.training import device
 from bonas.training.session import Session
 
@@ -31,7 +31,7 @@ def evaluate(
     net: torch.nn.Module, preprocess: Preprocess, splits: Splits, rows: torch.Tensor, batch: int = 1024
 ) -> tuple[float, list[float], list[list[int]]]:
     """Accuracy, per-class accuracy and the confusion matrix (rows: true class) on the images of ``rows``."""
-    batch = splits.eval_batch(batch)
+    batch = splits.eval_batch(batch, widest_activation(net, splits.input_shape))
     device, n_classes = next(net.parameters()).device, splits.n_classes
     net.eval()
     preprocess = preprocess.to(device)
