@@ -672,10 +672,10 @@ def many_text(res: Results, many: dict) -> str:
         f"worker holds up to {max(c['connections']['per_worker_peak'] for c in bonas)}; {most['workers']} workers held "
         f"{most['connections']['total_peak']} at the peak. A server process took "
         f"{span((c['server_process_mib']['private']['median'] for c in many['cells']), lambda x: f'{x:.1f}')} MiB of private "
-        f"memory (medians per cell). These figures were taken with a {then} (read from the code at "
-        f"{src.fresh.short}); the code here takes a {now}"
-        + ("." if then == now else ": the figures do not measure the lock as it is now.")
-    )
+        f"memory (medians per cell). These figures were taken with a {then} (read from the code at {src.fresh.short})"
+        + (", the lock the code here takes." if then == now else
+           f"; the code here takes a {now}: the figures do not measure the lock as it is now.")
+    )  # fmt: skip
 
 
 def storage_many(res: Results) -> str:
