@@ -17,7 +17,7 @@ from bonas.data.images import DiskImages
 from bonas.data.sources import load_raw
 from bonas.data.splits import load_splits
 from bonas.data.store import Plan, Writer, build_store, is_complete
-from tests.helpers import tiny_config_text, write_tiny_config
+from tests.helpers import make_image_tree, tiny_config_text, write_tiny_config
 
 
 def cfg(tmp_path, **kw) -> DataConfig:
@@ -190,3 +190,67 @@ def test_bad_arrays_are_one_line_and_exit_2(tmp_path, capsys, arrays, fragment):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and fragment in err[0], err
     assert not (tmp_path / "arr.db").exists()
+
+
+def pool_stem_arch(stride: int):
+    from bonas.core.spec import ArchSpec, BlockSpec, StemSpec
+
+    blocks = (BlockSpec(1, 8, 3, "max", True, 0.0),)
+    return ArchSpec(blocks=blocks, head="gap", dense=(), dense_dropout=0.0, stem=StemSpec("pool", 0, stride))
+
+
+def test_a_pool_stem_is_applied_once_to_the_data_and_trains_as_in_the_network(tmp_path):
+    """A pool stem holds nothing learnt and normalising commutes with averaging: the images are pooled once (within
+    the memory limit, shared by every trial) and the stem taken out while the network trains and is tested on them,
+    with outputs equal but for the pooled images' rounding; any augmentation keeps the images whole."""
+    from bonas.core.spec import TrainSpec
+    from bonas.model.build import build_model
+    from bonas.training.session import stem_on_the_data
+
+    make_image_tree(tmp_path / "photos", per_class=6, size=40)
+    splits = load_splits("imagefolder", cfg(tmp_path, root=str(tmp_path / "photos"), image_size=32), seed=0)
+    pooled = splits.pooled(4, limit=2**30)
+    assert pooled.input_shape == (3, 8, 8) and pooled.labels is splits.labels and pooled.mean == splits.mean
+    expected = torch.nn.functional.avg_pool2d(splits.images.x.float(), 4, ceil_mode=True).round().to(torch.uint8)
+    assert torch.equal(pooled.images.x, expected)
+    assert splits.pooled(4, limit=2**30) is pooled, "made once per factor"
+    assert splits.pooled(2, limit=100) is None, "over the limit: not made"
+
+    torch.manual_seed(0)
+    net = build_model(pool_stem_arch(4), splits.input_shape, splits.n_classes).eval()
+    keys = set(net.state_dict())
+    preprocess = splits.preprocess()
+    x, _ = splits.take(splits.test)
+    whole = net(preprocess(x))
+    plain = TrainSpec("adamw", 1e-3, 0.0, 8, augment=False)
+    with stem_on_the_data(net, splits, plain, cutout=0, limit=2**30) as data:
+        assert data is pooled and isinstance(net.stem_pool, torch.nn.Identity)
+        assert torch.allclose(net(preprocess(data.take(data.test)[0])), whole, atol=0.02)
+    assert isinstance(net.stem_pool, torch.nn.AvgPool2d) and set(net.state_dict()) == keys
+    for train, cutout in ((TrainSpec("adamw", 1e-3, 0.0, 8, augment=True), 0), (plain, 4)):
+        with stem_on_the_data(net, splits, train, cutout=cutout, limit=2**30) as data:
+            assert data is splits and isinstance(net.stem_pool, torch.nn.AvgPool2d)
+
+
+def test_a_final_training_behind_a_pool_stem_trains_on_pooled_images_and_keeps_its_stem(tmp_path, monkeypatch):
+    """Every training step and the test read the pooled images (the stem runs on no batch: only the latency's
+    one-image probe goes through it); the network handed back has its stem and takes whole images."""
+    from bonas.core.spec import TrainSpec
+    from bonas.training.final import train_final
+
+    make_image_tree(tmp_path / "photos", per_class=6, size=40)
+    text = tiny_config_text(name="p").replace('dataset = "digits"', 'dataset = "imagefolder"')
+    data = f'[data]\nroot = "{tmp_path / "photos"}"\nimage_size = 32\ndir = "{tmp_path / "data"}"\n'
+    (tmp_path / "p.toml").write_text(text.replace("[data]\n", data))
+    config = load_config(tmp_path / "p.toml")
+    splits = load_splits("imagefolder", config.data, seed=0)
+    convs, stems = [], []
+    conv, pool = torch.nn.Conv2d.forward, torch.nn.AvgPool2d.forward
+    monkeypatch.setattr(torch.nn.Conv2d, "forward", lambda self, x: convs.append(tuple(x.shape)) or conv(self, x))
+    monkeypatch.setattr(torch.nn.AvgPool2d, "forward", lambda self, x: stems.append(tuple(x.shape)) or pool(self, x))
+    final = train_final(config, splits, pool_stem_arch(4), TrainSpec("adamw", 1e-3, 0.0, 8, False), seed=0, epochs=1)
+    assert {shape[-2:] for shape in convs} == {(8, 8)} and max(shape[0] for shape in convs) == 8
+    assert stems and {shape[0] for shape in stems} == {1}, f"the stem ran on {sum(s[0] > 1 for s in stems)} batches"
+    assert len(splits.test) > 1 and final.result["test_images"] == len(splits.test)
+    assert isinstance(final.net.stem_pool, torch.nn.AvgPool2d) and 0.0 <= final.result["test_acc"] <= 1.0
+    assert final.net(torch.zeros(1, 3, 32, 32)).shape == (1, 3)

@@ -35,6 +35,10 @@ class Preprocess(nn.Module):
         self.resized_crop = resized_crop
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        # (x / 255 - mean) / std as one multiply and one add, in place on the batch's float copy: at 128 px the
+        # three broadcast passes took 17 ms of a 64-image batch on 2 CPU cores, these 0.5 ms
+        self.register_buffer("scale", 1.0 / (255.0 * self.std), persistent=False)
+        self.register_buffer("shift", -self.mean / self.std, persistent=False)
         self.crop_pad = crop_pad
         self.flip = flip
         self.cutout = cutout
@@ -47,7 +51,7 @@ class Preprocess(nn.Module):
         if augment and self.flip:
             flip = torch.rand(x.shape[0], device=x.device) < 0.5
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
-        x = (x.float().div_(255.0) if x.dtype == torch.uint8 else x / 255.0).sub(self.mean).div(self.std)
+        x = (x.float() if x.dtype == torch.uint8 else x.clone()).mul_(self.scale).add_(self.shift)
         if augment and self.cutout > 0:
             x = cutout(x, self.cutout)
         return x
@@ -82,7 +86,11 @@ def random_crop(x: torch.Tensor, pad: int) -> torch.Tensor:
 def resized_crop(x: torch.Tensor) -> torch.Tensor:
     """Per-image random-resized crop (Szegedy et al. 2015; torchvision's RandomResizedCrop) of a uint8 batch back to
     its size, bilinear, in one batched call (torchvision.ops.roi_align): a box of a random share of the area and a
-    random aspect ratio, at a random place. Returns floats in [0, 255]."""
+    random aspect ratio, at a random place. Returns floats in [0, 255].
+
+    The box is never larger than the image, so every output pixel is smaller than an input pixel: one bilinear
+    sample per output pixel (sampling_ratio=1) is the bilinear resize; four took 3x the time (57 against 18 ms for
+    64 images at 128 px on 2 CPU cores), most of a photo trial's step."""
     from torchvision.ops import roi_align
 
     n, _, h, w = x.shape
@@ -94,4 +102,4 @@ def resized_crop(x: torch.Tensor) -> torch.Tensor:
     left = torch.rand(n, device=x.device) * (w - bw)
     top = torch.rand(n, device=x.device) * (h - bh)
     boxes = torch.stack([torch.arange(n, device=x.device, dtype=torch.float32), left, top, left + bw, top + bh], dim=1)
-    return roi_align(x.float(), boxes, output_size=(h, w), spatial_scale=1.0, sampling_ratio=2, aligned=True)
+    return roi_align(x.float(), boxes, output_size=(h, w), spatial_scale=1.0, sampling_ratio=1, aligned=True)

@@ -9,7 +9,7 @@ split only) and augmentation happen batched, on the device that trains (bonas.da
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -41,6 +41,7 @@ class Splits:
     flip: bool  # augmentation: random horizontal flip
     source: str
     resized_crop: bool = False  # augmentation: a random-resized crop instead of the padded one (photos)
+    _pooled: dict = field(default_factory=dict, repr=False, compare=False)  # Splits.pooled's, by (factor, images)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -92,11 +93,30 @@ class Splits:
             "streamed": self.streamed,
         }
 
+    def pooled(self, factor: int, limit: int) -> Splits | None:
+        """The same splits with every image averaged over ``factor`` x ``factor`` squares (as an ``AvgPool2d(factor,
+        ceil_mode=True)`` stem does) and rounded back to uint8, held in memory where the images are; None when that
+        is over ``limit`` bytes. Made once per factor and kept (the search's trials share it)."""
+        key = (factor, id(self.images))
+        if key not in self._pooled:
+            n, c, h, w = self.images.shape
+            if n * c * -(-h // factor) * -(-w // factor) > limit:
+                return None
+            device = getattr(self.images, "device", torch.device("cpu"))
+            chunk = max(1, STATS_CHUNK_BYTES // (c * h * w))
+            parts = []
+            for start in range(0, n, chunk):
+                x = self.images.take(torch.arange(start, min(n, start + chunk))).to(device)
+                x = torch.nn.functional.avg_pool2d(x.float(), factor, ceil_mode=True)
+                parts.append(x.round_().clamp_(0, 255).to(torch.uint8))
+            self._pooled[key] = replace(self, images=MemoryImages(torch.cat(parts)), _pooled={})
+        return self._pooled[key]
+
     def to(self, device: torch.device | str) -> Splits:
         """The same splits with the images (when held in memory), labels and rows on ``device``."""
         images = self.images.to(device) if isinstance(self.images, MemoryImages) else self.images
         moved = {k: getattr(self, k).to(device) for k in ("labels", "train", "val", "test")}
-        return replace(self, images=images, **moved)
+        return replace(self, images=images, _pooled={}, **moved)
 
 
 def load_splits(name: str, config: DataConfig, seed: int, workers: int = 1) -> Splits:

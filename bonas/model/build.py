@@ -118,6 +118,24 @@ def widest_activation(net: nn.Module, input_shape: tuple[int, int, int]) -> int:
     return max(sizes)
 
 
+def pool_stem(net: nn.Module) -> int:
+    """The factor of ``net``'s pool stem (the image averaged down, nothing learnt), 1 when it has none."""
+    stem = getattr(net, "stem_pool", None)
+    return int(stem.kernel_size) if isinstance(stem, nn.AvgPool2d) else 1
+
+
+@contextmanager
+def without_pool_stem(net: nn.Module) -> Iterator[nn.Module]:
+    """``net`` with its pool stem taken out for the duration, for inputs pooled already (bonas.data.splits.Splits.
+    pooled). The stem holds no state: what is trained or saved meanwhile is the whole network's."""
+    stem = net.stem_pool
+    net.stem_pool = nn.Identity()
+    try:
+        yield net
+    finally:
+        net.stem_pool = stem
+
+
 @contextmanager
 def _one_thread() -> Iterator[None]:
     """Run a one-image forward pass on one intra-op thread. Its kernels are too small to split, and on a

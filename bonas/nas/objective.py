@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from bonas.config import StudyConfig
 from bonas.core import records as R
 from bonas.core.spec import ArchSpec, TrainSpec
+from bonas.data.sources import memory_limit
 from bonas.data.splits import Splits
 from bonas.model.build import LayerRow, build_model, count_params, measure_latency, summarize, widest_activation
 from bonas.nas import screen
@@ -45,6 +46,7 @@ from bonas.training.callbacks import (
     TrialGuard,
 )
 from bonas.training.module import VAL_ACC, Classifier, NonFiniteLoss, Recipe, make_trainer
+from bonas.training.session import stem_on_the_data
 from bonas.training.states import ResumePoint, find_resume_point
 
 
@@ -226,13 +228,14 @@ class Objective:
         module = Classifier(p.net, p.train, s.preprocess(self.config.data.cutout), t.max_epochs, recipe)
         callbacks = list(callbacks or [])
         trainer = make_trainer(t.max_epochs, callbacks, t.precision, self.verbose, recipe)
-        train_batches = s.loader(s.train, p.train.batch_size, shuffle=True, seed=p.seed)
-        val_batches = s.loader(s.val, s.eval_batch(t.eval_batch_size, widest_activation(p.net, s.input_shape)), shuffle=False)
         start = time.perf_counter()
         try:
-            trainer.fit(
-                module, train_dataloaders=train_batches, val_dataloaders=val_batches, ckpt_path=resume.path if resume else None
-            )
+            with stem_on_the_data(p.net, s, p.train, self.config.data.cutout, memory_limit(self.config.data)) as data:
+                train_batches = data.loader(data.train, p.train.batch_size, shuffle=True, seed=p.seed)
+                widest = widest_activation(p.net, data.input_shape)
+                val_batches = data.loader(data.val, data.eval_batch(t.eval_batch_size, widest), shuffle=False)
+                ckpt = resume.path if resume else None
+                trainer.fit(module, train_dataloaders=train_batches, val_dataloaders=val_batches, ckpt_path=ckpt)
         finally:
             if trial is not None:
                 trial.set_user_attr(R.EPOCHS, len(module.history) - (resume.epochs if resume else 0))

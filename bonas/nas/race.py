@@ -78,7 +78,8 @@ def race(
         slot = max(0.0, until - time.monotonic()) / (total - k) / len(alive)
         for e in alive:
             e.session.stretch(splits.train, time.monotonic() + slot, schedule_end=deadline, verbose=verbose)
-            e.scores.append(evaluate(e.session.net, e.session.preprocess, splits, splits.val)[0])
+            with e.session.on_data() as data:
+                e.scores.append(evaluate(e.session.net, e.session.preprocess, data, data.val)[0])
         standing = sorted(alive, key=lambda e: (-e.scores[-1], e.record.number))
         log.append(
             {"round": k + 1, "seconds_each": round(slot, 1),

@@ -105,7 +105,8 @@ def train_final(
 def finish(session: Session, rows: torch.Tensor, until_deadline: bool, **extra: Any) -> Final:
     """Test the session's network once on the test split and say what its training bought."""
     splits, net, here = session.splits, session.net, device.current()
-    test_acc, per_class, confusion = evaluate(net, session.preprocess, splits, splits.test)
+    with session.on_data() as data:
+        test_acc, per_class, confusion = evaluate(net, session.preprocess, data, data.test)
     latency = measure_latency(net.to(here.name), splits.input_shape, 1, here.name, 0.2)
     result = {
         "test_acc": test_acc,

@@ -8,7 +8,8 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -16,14 +17,31 @@ import torch
 
 from bonas.config import StudyConfig
 from bonas.core.spec import ArchSpec, TrainSpec
+from bonas.data.sources import memory_limit
 from bonas.data.splits import Splits
-from bonas.model.build import build_model
+from bonas.model.build import build_model, pool_stem, without_pool_stem
 from bonas.training.module import Classifier, make_trainer
 from bonas.training.recipe import Recipe
 
 # Testing an image (a forward pass, no augmentation) costs about a third of training on it; a half, to be safe.
 TEST_COST_OF_A_TRAINING_IMAGE = 0.5
 UNTIL_DEADLINE = 1_000_000  # the epoch count of a training that runs until its deadline (the deadline ends it)
+
+
+@contextmanager
+def stem_on_the_data(net: torch.nn.Module, splits: Splits, train: TrainSpec, cutout: int, limit: int) -> Iterator[Splits]:
+    """The splits to train and test ``net`` on: where its stem is a pool (nothing learnt) and nothing random happens
+    to an image before it (no augmentation, no cutout), the images pooled once (``Splits.pooled``, within ``limit``
+    bytes) and the stem taken out meanwhile, so that a 128-px photo costs a step what its 32-px average costs; else
+    ``splits`` as they are. Normalising commutes with averaging, so only the pooled images' rounding to whole grey
+    levels differs from the stem's output."""
+    factor = pool_stem(net)
+    pooled = splits.pooled(factor, limit) if factor > 1 and not train.augment and not cutout else None
+    if pooled is None:
+        yield splits
+        return
+    with without_pool_stem(net):
+        yield pooled
 
 
 class HardStop(pl.Callback):
@@ -108,15 +126,20 @@ class Session:
         budget = epochs or UNTIL_DEADLINE
         module = Classifier(self.net, self.train, self.preprocess, budget, self.recipe, None if epochs else progress)
         trainer = make_trainer(budget, [stop], self.config.training.precision, verbose, self.recipe, limit_val_batches=0)
-        batches = self.splits.loader(rows, self.train.batch_size, shuffle=True, seed=self.seed)
-        start = time.monotonic()
-        trainer.fit(module, train_dataloaders=batches, ckpt_path=self.state)
-        self.seconds += time.monotonic() - start
+        with self.on_data() as data:
+            batches = data.loader(rows, self.train.batch_size, shuffle=True, seed=self.seed)
+            start = time.monotonic()
+            trainer.fit(module, train_dataloaders=batches, ckpt_path=self.state)
+            self.seconds += time.monotonic() - start
         self.epochs_done += (trainer.global_step - self.steps) / max(1, len(batches))
         self.steps = trainer.global_step
         if keep_state:
             self.state = self.folder / "state.ckpt"
             trainer.save_checkpoint(self.state)
+
+    def on_data(self):
+        """The session's splits as its network trains and is tested on them (``stem_on_the_data``)."""
+        return stem_on_the_data(self.net, self.splits, self.train, self.config.data.cutout, memory_limit(self.config.data))
 
     @property
     def epochs(self) -> float:
