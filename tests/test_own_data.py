@@ -4,6 +4,9 @@ shared, the streaming path, numpy arrays; each checked on what it produced."""
 from __future__ import annotations
 
 import logging
+import os
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -125,6 +128,38 @@ def test_an_interrupted_store_build_goes_on_where_it_stopped(tmp_path):
     assert build_store(tmp_path, "s", lambda: pytest.fail("planned again"), fill(None, [])).path == store.path
 
 
+def _build_in_a_process(cache: str, log: str) -> None:
+    plan = Plan((1, 2, 2), rows=6, n_train=4, classes=["a", "b"], source="test", chunk=2)
+
+    def fill(writer: Writer) -> None:
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        for chunk in writer.todo():
+            r = writer.rows(chunk)
+            time.sleep(0.2)  # long enough for the peer to arrive while this one builds
+            writer.write(chunk, np.full((len(r), 1, 2, 2), chunk, np.uint8), np.arange(r.start, r.stop) % 2)
+
+    build_store(Path(cache), "shared", lambda: plan, fill)
+
+
+@pytest.mark.slow
+def test_workers_of_one_machine_build_a_store_once_and_share_it(tmp_path):
+    """Three processes asking for the same store at once: one builds it, the others wait on its lock and read it."""
+    import multiprocessing
+
+    log = tmp_path / "builders.log"
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_build_in_a_process, args=(str(tmp_path / "cache"), str(log))) for _ in range(3)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(30)
+    assert [proc.exitcode for proc in procs] == [0, 0, 0]
+    assert len(log.read_text().split()) == 1, "exactly one process filled the store"
+    store = build_store(tmp_path / "cache", "shared", lambda: pytest.fail("planned again"), lambda w: pytest.fail("built"))
+    assert store.read_all()[:, 0, 0, 0].tolist() == [0, 0, 1, 1, 2, 2]
+
+
 def test_a_streamed_trial_trains_exactly_as_one_in_memory(tmp_path):
     """The same study on digits with the images held in memory and streamed from the store's file by DataLoader
     readers: the same batches in the same order, so the same learning curve, value for value."""
@@ -213,8 +248,14 @@ def test_a_pool_stem_is_applied_once_to_the_data_and_trains_as_in_the_network(tm
     assert pooled.input_shape == (3, 8, 8) and pooled.labels is splits.labels and pooled.mean == splits.mean
     expected = torch.nn.functional.avg_pool2d(splits.images.x.float(), 4, ceil_mode=True).round().to(torch.uint8)
     assert torch.equal(pooled.images.x, expected)
-    assert splits.pooled(4, limit=2**30) is pooled, "made once per factor"
-    assert splits.pooled(2, limit=100) is None, "over the limit: not made"
+    assert splits.pooled(4, limit=2**30) is pooled, "kept for the next trial"
+    held = splits.images.x.numel()
+    assert splits.pooled(2, limit=held + 100) is None, "over the limit with the images held: not made"
+    assert not splits._pooled, "one pooled set at a time: the last one dropped before another is made"
+    assert splits.pooled(2, limit=held + pooled.images.x.numel() * 4).input_shape == (3, 16, 16)
+    splits.drop_pooled()
+    assert not splits._pooled
+    pooled = splits.pooled(4, limit=2**30)
 
     torch.manual_seed(0)
     net = build_model(pool_stem_arch(4), splits.input_shape, splits.n_classes).eval()

@@ -258,6 +258,7 @@ def run_budget(
     before = len(study.get_trials(deepcopy=False))
     try:
         search_phase(worker, url, workers, clock, bar, verbose)
+        worker.objective.splits.drop_pooled()  # the final training pools its own splits
         search_s = clock.elapsed()
         best = chosen(study, config, search_s)
         final, splits, best = final_phase(config, study, best, clock, bar, verbose)

@@ -96,21 +96,29 @@ class Splits:
     def pooled(self, factor: int, limit: int) -> Splits | None:
         """The same splits with every image averaged over ``factor`` x ``factor`` squares (as an ``AvgPool2d(factor,
         ceil_mode=True)`` stem does) and rounded back to uint8, held in memory where the images are; None when that
-        is over ``limit`` bytes. Made once per factor and kept (the search's trials share it)."""
+        is over ``limit`` bytes less the images this process holds already. Kept for the next trial, one factor at a
+        time (a trial of another factor replaces it): memory never holds more than one pooled set."""
         key = (factor, id(self.images))
         if key not in self._pooled:
+            self.drop_pooled()  # before the new one is made, not after
             n, c, h, w = self.images.shape
-            if n * c * -(-h // factor) * -(-w // factor) > limit:
+            shape = (n, c, -(-h // factor), -(-w // factor))
+            held = n * c * h * w if isinstance(self.images, MemoryImages) else 0
+            if held + int(torch.Size(shape).numel()) > limit:
                 return None
             device = getattr(self.images, "device", torch.device("cpu"))
+            out = torch.empty(shape, dtype=torch.uint8, device=device)
             chunk = max(1, STATS_CHUNK_BYTES // (c * h * w))
-            parts = []
             for start in range(0, n, chunk):
                 x = self.images.take(torch.arange(start, min(n, start + chunk))).to(device)
                 x = torch.nn.functional.avg_pool2d(x.float(), factor, ceil_mode=True)
-                parts.append(x.round_().clamp_(0, 255).to(torch.uint8))
-            self._pooled[key] = replace(self, images=MemoryImages(torch.cat(parts)), _pooled={})
+                out[start : start + len(x)] = x.round_().clamp_(0, 255)
+            self._pooled[key] = replace(self, images=MemoryImages(out), _pooled={})
         return self._pooled[key]
+
+    def drop_pooled(self) -> None:
+        """Free the pooled set ``pooled`` keeps, when nothing will train on it again."""
+        self._pooled.clear()
 
     def to(self, device: torch.device | str) -> Splits:
         """The same splits with the images (when held in memory), labels and rows on ``device``."""
