@@ -257,6 +257,20 @@ def test_normalisation_uses_the_training_split_only(tmp_path):
     assert abs(x.mean().item()) < 1e-4 and abs(x.std().item() - 1) < 1e-2
 
 
+def test_channel_statistics_are_exact_over_chunks_and_channels(monkeypatch):
+    from bonas.data import splits as splits_module
+    from bonas.data.images import MemoryImages
+
+    monkeypatch.setattr(splits_module, "STATS_CHUNK_BYTES", 3 * 5 * 4 * 7)  # 7 images a step: several steps
+    x = torch.randint(0, 256, (50, 3, 5, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    x[:, 2] //= 4  # channels that differ
+    rows = torch.arange(3, 47)
+    mean, std = channel_stats(MemoryImages(x), rows)
+    chosen = x[rows].double().div(255).transpose(0, 1).reshape(3, -1)
+    assert torch.allclose(torch.tensor(mean, dtype=torch.float64), chosen.mean(dim=1), atol=1e-12)
+    assert torch.allclose(torch.tensor(std, dtype=torch.float64), chosen.std(dim=1), atol=1e-12)
+
+
 def test_batches_are_index_slices_covering_every_sample_once():
     images, y, rows = MemoryImages(torch.arange(103).view(103, 1, 1, 1).to(torch.uint8)), torch.arange(103), torch.arange(103)
     seen = []
