@@ -4,6 +4,7 @@ where the space cannot hold them, enqueued first in a new study and marked in th
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -106,3 +107,25 @@ def test_a_new_study_starts_with_the_priors_marked_in_the_leaderboard(tmp_path):
     board = leaderboard(worker.study)
     assert "[prior: 2 conv + pool + BN]" in board
     assert worker.study.trials[0].user_attrs[R.PRIOR] == "2 conv + pool + BN"
+
+
+SHAPES = {"digits": (1, 8, 8), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in Path("studies").glob("*.toml")))
+def test_every_preset_gets_the_priors_its_space_holds(preset, caplog):
+    """Each shipped preset, at its data's shape and its FLOPs limit: every design is enqueued (narrowed where the
+    limit asks) or said left out in one line; only the article's 27 fixed networks (variants) hold none."""
+    from bonas.config import load_config
+
+    config = load_config(Path("studies") / f"{preset}.toml")
+    shape, limit = SHAPES[config.dataset], max(0.0, config.objective.max_flops)  # auto (-1): the machine's; none here
+    with caplog.at_level(logging.WARNING):
+        found = dict(priors(config, shape, limit))
+    left_out = [m for m in caplog.messages if m.startswith("priors: ") and " left out: " in m]
+    assert len(found) + len(left_out) == len(DESIGNS), (found.keys(), left_out)
+    assert (not found) == bool(config.space.variants), preset
+    for name, params in found.items():
+        arch = specs_from_params(params, config.space, config.training, config.data, shape)[0]
+        flops = count_flops(build_model(arch, shape, 10), shape)
+        assert not limit or flops <= limit, (preset, name, flops)
