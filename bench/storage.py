@@ -225,8 +225,8 @@ def real_trials(folder: Path, n: int = 16) -> dict:
         text = text.replace("train_subset = 10000", "train_subset = 2000").replace("max_epochs = 4", "max_epochs = 2")
         text = without_table(without_table(text, "pruner"), "warm_start")  # every arm trains every epoch, these trials
         cfg.write_text(
-            text + f'\n[pruner]\nname = "none"\n[warm_start]\nfile = "{warm}"\npriors = false\n[workers]\nreuse_duplicates = false\n'
-            "[artifacts]\nkeep_top_k = 0\n"
+            text + f'\n[pruner]\nname = "none"\n[warm_start]\nfile = "{warm}"\npriors = false\n'
+            "[workers]\nreuse_duplicates = false\n[artifacts]\nkeep_top_k = 0\n"
         )
         t0 = time.perf_counter()
         proc = subprocess.run(
