@@ -129,3 +129,15 @@ def test_every_preset_gets_the_priors_its_space_holds(preset, caplog):
         arch = specs_from_params(params, config.space, config.training, config.data, shape)[0]
         flops = count_flops(build_model(arch, shape, 10), shape)
         assert not limit or flops <= limit, (preset, name, flops)
+
+
+def test_a_fixed_block_count_that_leaves_out_a_design_is_a_line_not_a_crash(caplog):
+    """n_blocks = [2, 2] is asked nothing (bench/overhead.py's space): a three-block design is left out in one line."""
+    config = parse_config('name = "two"\n[space]\nn_blocks = [2, 2]\nblock_types = ["plain", "residual"]\n')
+    with caplog.at_level(logging.WARNING):
+        found = dict(priors(config, (1, 28, 28)))
+    assert list(found) == ["2 conv + pool + BN"]
+    assert [m for m in caplog.messages if m.startswith("priors: ")] == [
+        "priors: VGG-style left out: the space makes 2 blocks, the design 3",
+        "priors: small ResNet left out: the space makes 2 blocks, the design 3",
+    ]

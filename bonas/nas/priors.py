@@ -117,6 +117,8 @@ def design_params(design: Design, config: StudyConfig, input_shape: tuple[int, i
     suggest_training(trial, config.training, config.data)
     got = [(b.kind, b.convs, b.pool) for b in arch.blocks]
     want = [(kind, convs, pool) for kind, convs, _, pool in design.blocks]
+    if len(got) != len(want):  # the space's block counts leave out the design's
+        raise OutsideSpace(f"the space makes {len(got)} blocks, the design {len(want)}")
     for i, (g, w) in enumerate(zip(got, want, strict=True)):  # what the space fixes is asked nothing: compare the result
         if g[:2] != w[:2] or (g[2] != w[2] and g[2] != "none"):  # a pool past 2x2 is "none" by construction
             raise OutsideSpace(f"the space makes block {i} {g[0]} x{g[1]}, the design {w[0]} x{w[1]}")
