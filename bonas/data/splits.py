@@ -41,7 +41,7 @@ class Splits:
     flip: bool  # augmentation: random horizontal flip
     source: str
     resized_crop: bool = False  # augmentation: a random-resized crop instead of the padded one (photos)
-    _pooled: dict = field(default_factory=dict, repr=False, compare=False)  # Splits.pooled's, by (factor, images)
+    _pooled: dict = field(default_factory=dict, repr=False, compare=False)  # Splits.pooled's set, by its factor
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -98,8 +98,7 @@ class Splits:
         ceil_mode=True)`` stem does) and rounded back to uint8, held in memory where the images are; None when that
         is over ``limit`` bytes less the images this process holds already. Kept for the next trial, one factor at a
         time (a trial of another factor replaces it): memory never holds more than one pooled set."""
-        key = (factor, id(self.images))
-        if key not in self._pooled:
+        if factor not in self._pooled:
             self.drop_pooled()  # before the new one is made, not after
             n, c, h, w = self.images.shape
             shape = (n, c, -(-h // factor), -(-w // factor))
@@ -113,8 +112,8 @@ class Splits:
                 x = self.images.take(torch.arange(start, min(n, start + chunk))).to(device)
                 x = torch.nn.functional.avg_pool2d(x.float(), factor, ceil_mode=True)
                 out[start : start + len(x)] = x.round_().clamp_(0, 255)
-            self._pooled[key] = replace(self, images=MemoryImages(out), _pooled={})
-        return self._pooled[key]
+            self._pooled[factor] = replace(self, images=MemoryImages(out), _pooled={})
+        return self._pooled[factor]
 
     def drop_pooled(self) -> None:
         """Free the pooled set ``pooled`` keeps, when nothing will train on it again."""

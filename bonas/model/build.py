@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,18 +104,23 @@ def widest_activation(net: nn.Module, input_shape: tuple[int, int, int]) -> int:
         if isinstance(output, torch.Tensor):
             sizes.append(output[0].numel())
 
-    x = torch.zeros(1, *input_shape, device=next(net.parameters()).device)
+    _one_image(net, input_shape, {m: record for m in net.modules()})
+    return max(sizes)
+
+
+def _one_image(net: nn.Module, input_shape: tuple[int, int, int], hooks: dict[nn.Module, Any], counter=None) -> None:
+    """One image of zeros through ``net`` in eval mode, on one thread, without gradients (under ``counter`` when
+    given), each module of ``hooks`` calling its forward hook; the mode and the hooks are restored after."""
+    handles = [module.register_forward_hook(hook) for module, hook in hooks.items()]
     was_training = net.training
-    hooks = [m.register_forward_hook(record) for m in net.modules()]
     net.eval()
     try:
-        with _one_thread(), torch.no_grad():
-            net(x)
+        with _one_thread(), torch.no_grad(), counter or nullcontext():
+            net(torch.zeros(1, *input_shape, device=next(net.parameters()).device))
     finally:
         net.train(was_training)
-        for hook in hooks:
-            hook.remove()
-    return max(sizes)
+        for handle in handles:
+            handle.remove()
 
 
 def pool_stem(net: nn.Module) -> int:
@@ -183,16 +188,8 @@ def summarize(net: nn.Sequential, input_shape: tuple[int, int, int]) -> list[Lay
         return hook
 
     children = list(net.named_children())
-    handles = [layer.register_forward_hook(record(name)) for name, layer in children]
-    was_training = net.training
-    net.eval()
-    try:
-        with _one_thread(), torch.no_grad(), FlopCounterMode(display=False) as counter:
-            net(torch.zeros(1, *input_shape))
-    finally:
-        net.train(was_training)
-        for h in handles:
-            h.remove()
+    counter = FlopCounterMode(display=False)
+    _one_image(net, input_shape, {layer: record(name) for name, layer in children}, counter)
     counts = counter.get_flop_counts()
     root = type(net).__name__
     flops = {name: int(sum(counts.get(f"{root}.{name}", {}).values())) for name, _ in children}

@@ -9,7 +9,7 @@ import dataclasses
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -137,7 +137,7 @@ class Session:
             self.state = self.folder / "state.ckpt"
             trainer.save_checkpoint(self.state)
 
-    def on_data(self):
+    def on_data(self) -> AbstractContextManager[Splits]:
         """The session's splits as its network trains and is tested on them (``stem_on_the_data``)."""
         return stem_on_the_data(self.net, self.splits, self.train, self.config.data.cutout, memory_limit(self.config.data))
 
