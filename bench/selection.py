@@ -125,7 +125,8 @@ def main() -> None:
         worker = search(Path(args.config), Path(tmp), args.search, args.seed)
         config = worker.config
         recs = R.records(worker.study.get_trials(deepcopy=False))
-        chosen = [r for r in finalists(recs, args.k) if len(r.trial.intermediate_values) == config.training.max_epochs]
+        whole = [r for r in recs if len(r.trial.intermediate_values) == config.training.max_epochs]  # a curve to read
+        chosen = finalists(whole, args.k)
         print(
             f"search: {len(recs)} trials in {time.monotonic() - start:.0f}s; finalists {[r.number for r in chosen]}", flush=True
         )
