@@ -60,8 +60,11 @@ def main() -> None:
     )
     splits = final_splits(base)
     arch = BASELINES["2 conv + pool + BN"]
-    rows = []
-    for arm in args.arms.split(","):
+    arms = args.arms.split(",")
+    if unknown := [a for a in arms if a not in ARMS]:
+        ap.error(f"--arms: no arm {unknown[0]!r}; the arms are {', '.join(ARMS)}")
+    rows: list[dict] = []
+    for arm in arms:
         config = configured(base, ARMS[arm])
         start = time.monotonic()
         final = train_final(config, splits, arch, BASELINE_TRAIN, args.seed, epochs=args.epochs)
@@ -71,10 +74,11 @@ def main() -> None:
         rows.append({"arm": arm, "changes": ARMS[arm], "test_acc": r["test_acc"], "epochs": r["epochs"],
                      "train_images": r["train_images"], "seconds": round(time.monotonic() - start, 1)})  # fmt: skip
         print(f"{arm}: test {r['test_acc']:.4f} after {r['epochs']} epochs of {r['train_images']} images", flush=True)
-    out = write(args.out, __file__, {
-        "bench": "final_recipe", "network": arch.describe(), "train": BASELINE_TRAIN.to_dict(), "epochs": args.epochs,
-        "seed": args.seed, "test_images": len(splits.test), "arms": rows,
-    })  # fmt: skip
+        # written after every arm: a run stopped early keeps the arms it finished, and says which were asked
+        out = write(args.out, __file__, {
+            "bench": "final_recipe", "network": arch.describe(), "train": BASELINE_TRAIN.to_dict(), "epochs": args.epochs,
+            "seed": args.seed, "test_images": len(splits.test), "arms_asked": arms, "arms": rows,
+        })  # fmt: skip
     print(f"wrote {out}")
     print("RESULT " + " ".join(f"{r['arm'].split(' (')[0].replace(' ', '_')}={r['test_acc']:.4f}" for r in rows))
 

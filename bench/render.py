@@ -1779,13 +1779,25 @@ def selection(res: Results) -> str:
     regret = ", ".join(f"{rule} {v:.2f} pt (#{d['picks'][rule]})" for rule, v in d["regret_points"].items())
     rho = ", ".join(f"{k} {v:.2f}" for k, v in d["rank_correlation"].items())
     fid = ", ".join(f"{k}: {v:.2f}" for k, v in d["fidelity_rank_correlation"].items())
+    rounds = "; ".join(
+        f"round {r['round']} ({r['seconds_each']:.0f} s each): "
+        + ", ".join(f"#{e['trial']} {f4(e['val_acc'])}" for e in r["standing"])
+        for r in d["race"]
+    )
+    best_rule = min(d["regret_points"], key=d["regret_points"].get)
+    truths = [f["test_acc"] for f in d["finalists"]]
     return section(
         "## Which rule picks the final network",
         res.cite(("selection.json", None)),
-        f"The {len(d['finalists'])} finalists of a {d['settings']['search']:.0f}-second search, each trained as the final "
-        f"training trains for {d['settings']['final']:.0f} s and tested once (the ground truth). Regret of each rule's pick "
-        f"(the best finalist's test accuracy less the pick's): {regret}. Rank correlation with the ground truth: {rho}. "
-        f"At equal iterations, the finalists' ranking against the ground truth (Spearman): {fid}.",
+        f"The {len(d['finalists'])} finalists of a {d['settings']['search']:.0f}-second search (seed {d['settings']['seed']}), "
+        f"each trained as the final training trains for {d['settings']['final']:.0f} s and tested once (the ground truth, "
+        f"{f4(min(truths))} to {f4(max(truths))}). Regret of each rule's pick (the best finalist's test accuracy less the "
+        f"pick's): {regret}. Rank correlation with the ground truth: {rho}. At equal iterations, the finalists' ranking "
+        f"against the ground truth (Spearman): {fid}.",
+        f"The race ({d['settings']['race']:.0f} s on the whole training split, validation accuracy): {rounds}.",
+        f"Least regret: **{best_rule}**, on one seed; `bonas run` races its finalists by default (`[final] finalists`). "
+        f"The finalists' ground truths span {100 * (max(truths) - min(truths)):.2f} pt, each from one training: the rank "
+        "correlations are of a close field and noisy.",
         table(["trial", "network", "search val_acc", "test accuracy (ground truth)", "epochs"], rows, "llrrr"),
     )
 
@@ -1796,12 +1808,15 @@ def final_recipe(res: Results) -> str:
     d = res.data("final_recipe.json")
     base = d["arms"][0]["test_acc"]
     rows = [[a["arm"], f4(a["test_acc"]), pt(a["test_acc"] - base), f"{a['seconds']:.0f} s"] for a in d["arms"]]
+    missing = [a for a in d.get("arms_asked", []) if a not in {r["arm"] for r in d["arms"]}]
+    unfinished = [f"The run was stopped before these arms: {', '.join(missing)}."] if missing else []
     return section(
         "## The final training's recipe at its real length",
         res.cite(("final_recipe.json", None)),
         f"`{d['network']}`, {d['epochs']} epochs of {num(d['arms'][0]['train_images'])} images through bonas' final "
         f"training, one seed, tested once on {num(d['test_images'])} images (one standard error: "
         f"{pt(se(base, d['test_images']))}).",
+        *unfinished,
         table(["arm", "test accuracy", "vs base", "time"], rows, "lrrr"),
     )
 
