@@ -66,10 +66,10 @@ def test_a_race_halves_the_field_each_round_and_the_survivor_goes_on_from_its_st
 def test_bonas_run_races_its_finalists_and_holds_its_budget(tmp_path, monkeypatch):
     from bonas.cli import main
 
-    monkeypatch.setattr("bonas.nas.race.MIN_SLOT_S", 0.5)  # a test-sized budget: slots of a second or so
+    monkeypatch.setattr("bonas.nas.race.MIN_SLOT_S", 0.25)  # a test-sized budget: slots of half a second or so
     path = write_tiny_config(tmp_path, "rr", n_trials=3, epochs=1, train_subset=300, val_subset=100)
     path.write_text(path.read_text() + "\n[final]\nfinalists = 3\nrace_share = 0.6\n")
-    budget = 30
+    budget = 20  # a search of 10 s (3+ one-epoch trials of 300 images), 5 s kept for the report, a race of ~3 s
     start = time.monotonic()
     assert (
         main(["run", str(path), "--budget", f"{budget}s", "--out", str(tmp_path / "m.pt"), "--report", str(tmp_path / "r")]) == 0

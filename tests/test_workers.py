@@ -133,15 +133,15 @@ def test_workers_flag_finishes_exactly_the_budget(tmp_path):
 
 
 def test_sqlite_four_workers_without_lock_errors(tmp_path):
-    """3 workers x 25 trials on one SQLite file: zero 'database is locked' anywhere, exact budget."""
-    config = write_tiny_config(tmp_path, "par", n_trials=75, epochs=1, train_subset=32, val_subset=16, extra=FAST)
+    """3 workers x 15 trials on one SQLite file: zero 'database is locked' anywhere, exact budget."""
+    config = write_tiny_config(tmp_path, "par", n_trials=45, epochs=1, train_subset=32, val_subset=16, extra=FAST)
     url = sqlite_url(tmp_path)
     workers = [Proc(tmp_path, config, url, i) for i in range(3)]
     for w in workers:
         assert w.wait(600) == 0, w.text()
     text = "".join(w.text() for w in workers)
     assert "database is locked" not in text and "Traceback" not in text
-    audit(url, 75)
+    audit(url, 45)
 
 
 def test_workers_started_at_once_on_an_empty_postgres_database_all_succeed(tmp_path, pg_db):
@@ -382,13 +382,15 @@ def test_password_never_shows(tmp_path, pg_db, monkeypatch):
     study = load(url)
     assert secret not in json.dumps(study.user_attrs) + json.dumps([t.user_attrs for t in study.trials])
     assert "***" in study.user_attrs["bonas:config"]["storage"]
+    host = pg_db.split("@", 1)[1].split("/", 1)[0]  # the real server, a role it does not know: refused at once, no retries
     bad = subprocess.run(
-        [str(BIN / "bonas"), "trials", str(config), "--storage", f"postgresql://u:{secret}@127.0.0.1:1/x"],
+        [str(BIN / "bonas"), "trials", str(config), "--storage", f"postgresql://no_such_role:{secret}@{host}/x"],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert bad.returncode == 2 and secret not in bad.stdout + bad.stderr and "Traceback" not in bad.stderr
+    assert f"no_such_role:***@{host}/x" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, "one line naming the URL"
     monkeypatch.setenv("BONAS_STORAGE", url)
     assert main(["trials", str(config)]) == 0
 

@@ -51,7 +51,8 @@ class BonasStorage(RDBStorage):
     def __init__(self, url: str, *args: Any, retry_for: float = RETRY_FOR_S, **kwargs: Any):
         self._init_local_state()
         self.retry_for = retry_for
-        self._retry("connect", CONNECT_RETRY_S, RDBStorage.__init__, self, url, *args, **kwargs)
+        # self.url is not set until RDBStorage.__init__ succeeds: a refusal names the URL it was given (masked)
+        retrying("connect", CONNECT_RETRY_S, url, lambda: RDBStorage.__init__(self, url, *args, **kwargs), self._failed)
 
     def _init_local_state(self) -> None:
         """What belongs to this process: locks, clocks and the silent trials seen (rebuilt on unpickling)."""
