@@ -1810,6 +1810,13 @@ def final_recipe(res: Results) -> str:
     rows = [[a["arm"], f4(a["test_acc"]), pt(a["test_acc"] - base), f"{a['seconds']:.0f} s"] for a in d["arms"]]
     missing = [a for a in d.get("arms_asked", []) if a not in {r["arm"] for r in d["arms"]}]
     unfinished = [f"The run was stopped before these arms: {', '.join(missing)}."] if missing else []
+    n = d["test_images"]
+    clear = [a["arm"] for a in d["arms"][1:] if abs(a["test_acc"] - base) >= 2 * se_diff(a["test_acc"], base, n)]
+    unfinished.append(
+        "Apart from the base by two standard errors of the difference or more: "
+        + (", ".join(clear) if clear else "no arm (each is one training of one seed: a tie is a tie)")
+        + "."
+    )
     return section(
         "## The final training's recipe at its real length",
         res.cite(("final_recipe.json", None)),
