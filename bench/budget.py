@@ -170,9 +170,16 @@ def main() -> None:
     budget_s = parse_duration(args.budget)
     designs = [d for d in args.designs.split(",") if d]
     cache = json.loads(CACHE.read_text()) if CACHE.exists() else {}
+    config = load_config(args.config)
+    device = machine()["device"]
+    out = Path(
+        args.out
+        or ROOT / "bench" / "results" / f"budget-{config.dataset}-{args.budget}-{'gpu' if device == 'cuda' else 'cpu'}-seeds.json"
+    )
+    asked = [int(s) for s in args.seeds.split(",")]
     seeds = []
     with tempfile.TemporaryDirectory(prefix="bonas-budget-") as tmp:
-        for seed in (int(s) for s in args.seeds.split(",")):
+        for seed in asked:
             copy = seeded_copy(Path(args.config), Path(tmp), seed)
             run = bonas_run(copy, args.budget, Path(tmp), args.workers)
             print(f"seed {seed}: bonas run {run['final']['test_acc']:.4f} ({run['record']['arch']})", flush=True)
@@ -183,17 +190,13 @@ def main() -> None:
                     flush=True,
                 )
             seeds.append({"seed": seed, "bonas": run, "hand": hands})
-    config = load_config(args.config)
-    n_test = seeds[0]["bonas"]["final"]["test_images"]
-    device = machine()["device"]
-    out = Path(
-        args.out
-        or ROOT / "bench" / "results" / f"budget-{config.dataset}-{args.budget}-{'gpu' if device == 'cuda' else 'cpu'}-seeds.json"
-    )
-    total = summary(seeds, n_test)
-    write(out, __file__, {"bench": "budget", "dataset": config.dataset, "config": os.path.relpath(args.config, ROOT),
-                          "budget": args.budget, "budget_s": budget_s, "device": device, "hand_train": BASELINE_TRAIN.to_dict(),
-                          "hand_budget": "the whole budget", "seeds": seeds, "summary": total})  # fmt: skip
+            n_test = seeds[0]["bonas"]["final"]["test_images"]
+            total = summary(seeds, n_test)
+            # written after every seed, so a run stopped early keeps what it measured (seeds_asked says what is missing)
+            write(out, __file__, {"bench": "budget", "dataset": config.dataset, "config": os.path.relpath(args.config, ROOT),
+                                  "budget": args.budget, "budget_s": budget_s, "device": device,
+                                  "hand_train": BASELINE_TRAIN.to_dict(), "hand_budget": "the whole budget",
+                                  "designs": designs, "seeds_asked": asked, "seeds": seeds, "summary": total})  # fmt: skip
     print(f"wrote {out}")
     print("RESULT " + json.dumps(total))
 

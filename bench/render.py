@@ -1726,9 +1726,14 @@ def budget_seeds(res: Results) -> str:
             if hand
             else ""
         )
+        missing = [str(x) for x in d.get("seeds_asked", []) if x not in {s["seed"] for s in d["seeds"]}]
+        gaps = " ".join(
+            [f"Asked for {seeds_text([str(x) for x in d['seeds_asked']])}; {seeds_text(missing)} did not run."] * bool(missing)
+            + [f"Hand designs trained in this run: {listing(d['designs'])}; a “—” was not run."] * ("designs" in d)
+        )
         header = ["seed", "bonas run", "its network", f"{HAND} (whole budget)", "article's best (whole budget)", "bonas − hand"]
         blocks.append(section(f"### {d['budget']} on {src.machine}, {plural(len(d['seeds']), 'seed')}", res.cite((f, None)),
-                              verdict, table(header, seed_rows(d), "rlllll")))  # fmt: skip
+                              verdict, gaps, table(header, seed_rows(d), "rlllll")))  # fmt: skip
     intro = (
         "`bonas run` as shipped (its search starts from the standard designs, its finalists race, the survivor trains to "
         "the deadline) against hand designs trained by the same final training for the **whole** budget, seed by seed."
