@@ -1700,14 +1700,34 @@ def seed_rows(d: dict) -> list[list[str]]:
         ours = s["bonas"]["final"]["test_acc"]
         hands = {h["name"]: h for h in s["hand"]}
         hand = hands.get(HAND)
-        cells = [str(s["seed"]), f4(ours), s["bonas"]["record"].get("arch", "")]
+        record = s["bonas"]["record"]
+        prior = next((p["prior"] for p in s["bonas"].get("priors", []) if p["number"] == record["best_trial"]), None)
+        pick = f"trial {record['best_trial']}" + (f", the prior “{prior}”" if prior else "")
+        cells = [str(s["seed"]), f"{f4(ours)} ({record['final_epochs']:.1f} ep)", f"{record.get('arch', '')} ({pick})"]
         for name in (HAND, next((k for k in hands if k.startswith(ARTICLE)), None)):
             h = hands.get(name) if name else None
-            cells.append("—" if h is None else f"{f4(h['test_acc'])} ({h['epochs']} ep{', cached' if h.get('reused') else ''})")
+            cells.append("—" if h is None else f"{f4(h['test_acc'])} ({h['epochs']:.1f} ep{', cached' if h.get('reused') else ''})")
         se = (ours - hand["test_acc"]) / se_diff(ours, hand["test_acc"], n) if hand else 0.0
         cells.append(f"{pt(ours - hand['test_acc'])} ({se:+.1f} SE)" if hand else "—")
         rows.append(cells)
     return rows
+
+
+def seeds_split(d: dict) -> str:
+    """How each run divided its budget, and how often its pick was a standard design it started from."""
+    records = [s["bonas"]["record"] for s in d["seeds"]]
+    hands = [h["epochs"] for s in d["seeds"] for h in s["hand"] if h["name"] == HAND]
+    picked_prior = sum(
+        any(p["number"] == s["bonas"]["record"]["best_trial"] for p in s["bonas"].get("priors", [])) for s in d["seeds"]
+    )
+    return (
+        f"Each `bonas run` searched for {span((r['search_share'] for r in records), lambda x: f'{x:.0%}')} of its budget "
+        f"({span((r['trials_this_run'] for r in records), str)} trials); its final network trained a median "
+        f"{statistics.median(r['final_epochs'] for r in records):.1f} epochs"
+        + (f", {HAND} a median {statistics.median(hands):.1f} in the whole budget" if hands else "")
+        + f". In {picked_prior} of {plural(len(records), 'seed')} the network bonas ended with was one of the standard "
+        "designs every study starts from."
+    )
 
 
 def budget_seeds(res: Results) -> str:
@@ -1731,9 +1751,10 @@ def budget_seeds(res: Results) -> str:
             [f"Asked for {seeds_text([str(x) for x in d['seeds_asked']])}; {seeds_text(missing)} did not run."] * bool(missing)
             + [f"Hand designs trained in this run: {listing(d['designs'])}; a “—” was not run."] * ("designs" in d)
         )
+        split = seeds_split(d)
         header = ["seed", "bonas run", "its network", f"{HAND} (whole budget)", "article's best (whole budget)", "bonas − hand"]
         blocks.append(section(f"### {d['budget']} on {src.machine}, {plural(len(d['seeds']), 'seed')}", res.cite((f, None)),
-                              verdict, gaps, table(header, seed_rows(d), "rlllll")))  # fmt: skip
+                              verdict, split, gaps, table(header, seed_rows(d), "rlllll")))  # fmt: skip
     intro = (
         "`bonas run` as shipped (its search starts from the standard designs, its finalists race, the survivor trains to "
         "the deadline) against hand designs trained by the same final training for the **whole** budget, seed by seed."
