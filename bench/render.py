@@ -1706,7 +1706,8 @@ def seed_rows(d: dict) -> list[list[str]]:
         cells = [str(s["seed"]), f"{f4(ours)} ({record['final_epochs']:.1f} ep)", f"{record.get('arch', '')} ({pick})"]
         for name in (HAND, next((k for k in hands if k.startswith(ARTICLE)), None)):
             h = hands.get(name) if name else None
-            cells.append("—" if h is None else f"{f4(h['test_acc'])} ({h['epochs']:.1f} ep{', cached' if h.get('reused') else ''})")
+            cached = ", cached" if h and h.get("reused") else ""
+            cells.append("—" if h is None else f"{f4(h['test_acc'])} ({h['epochs']:.1f} ep{cached})")
         se = (ours - hand["test_acc"]) / se_diff(ours, hand["test_acc"], n) if hand else 0.0
         cells.append(f"{pt(ours - hand['test_acc'])} ({se:+.1f} SE)" if hand else "—")
         rows.append(cells)
