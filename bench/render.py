@@ -1693,6 +1693,12 @@ def budget_seed_files(res: Results) -> list[str]:
     return sorted(files, key=lambda f: (res.data(f)["device"] != "cpu", res.data(f)["budget_s"], res.data(f)["date"]))
 
 
+def picked_prior(seed: dict) -> str | None:
+    """The standard design a seed's `bonas run` ended with, if its pick was one of the priors."""
+    best = seed["bonas"]["record"]["best_trial"]
+    return next((p["prior"] for p in seed["bonas"].get("priors", []) if p["number"] == best), None)
+
+
 def seed_rows(d: dict) -> list[list[str]]:
     n = d["seeds"][0]["bonas"]["final"]["test_images"]
     rows = []
@@ -1700,8 +1706,7 @@ def seed_rows(d: dict) -> list[list[str]]:
         ours = s["bonas"]["final"]["test_acc"]
         hands = {h["name"]: h for h in s["hand"]}
         hand = hands.get(HAND)
-        record = s["bonas"]["record"]
-        prior = next((p["prior"] for p in s["bonas"].get("priors", []) if p["number"] == record["best_trial"]), None)
+        record, prior = s["bonas"]["record"], picked_prior(s)
         pick = f"trial {record['best_trial']}" + (f", the prior “{prior}”" if prior else "")
         cells = [str(s["seed"]), f"{f4(ours)} ({record['final_epochs']:.1f} ep)", f"{record.get('arch', '')} ({pick})"]
         for name in (HAND, next((k for k in hands if k.startswith(ARTICLE)), None)):
@@ -1718,15 +1723,13 @@ def seeds_split(d: dict) -> str:
     """How each run divided its budget, and how often its pick was a standard design it started from."""
     records = [s["bonas"]["record"] for s in d["seeds"]]
     hands = [h["epochs"] for s in d["seeds"] for h in s["hand"] if h["name"] == HAND]
-    picked_prior = sum(
-        any(p["number"] == s["bonas"]["record"]["best_trial"] for p in s["bonas"].get("priors", [])) for s in d["seeds"]
-    )
+    priors = sum(picked_prior(s) is not None for s in d["seeds"])
     return (
         f"Each `bonas run` searched for {span((r['search_share'] for r in records), lambda x: f'{x:.0%}')} of its budget "
         f"({span((r['trials_this_run'] for r in records), str)} trials); its final network trained a median "
         f"{statistics.median(r['final_epochs'] for r in records):.1f} epochs"
         + (f", {HAND} a median {statistics.median(hands):.1f} in the whole budget" if hands else "")
-        + f". In {picked_prior} of {plural(len(records), 'seed')} the network bonas ended with was one of the standard "
+        + f". In {priors} of {plural(len(records), 'seed')} the network bonas ended with was one of the standard "
         "designs every study starts from."
     )
 
