@@ -39,9 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import optuna  # noqa: E402
 
 from bench.record import machine, write  # noqa: E402
-from bonas.commands.run import parse_duration  # noqa: E402
 from bonas.config import load_config  # noqa: E402
 from bonas.core import records as R  # noqa: E402
+from bonas.core.durations import parse_duration  # noqa: E402
 from bonas.core.spec import ArchSpec, BlockSpec, TrainSpec  # noqa: E402
 from bonas.training.final import final_splits, train_final  # noqa: E402
 from bonas.training.module import quiet_lightning, set_threads  # noqa: E402

@@ -122,7 +122,8 @@ def run(
     """From a wall-clock ``budget`` (seconds, or "90s", "45m", "1h30m") to a tested model: search, then train the
     winner on the whole training split until the budget's end and test it once. Returns the run's record
     (bonas.commands.run.RunRecord: test accuracy, checkpoint path, best trial, seconds spent)."""
-    from bonas.commands.run import RunStopped, parse_duration, run_budget
+    from bonas.commands.run import RunStopped, run_budget
+    from bonas.core.durations import parse_duration
 
     seconds = parse_duration(budget) if isinstance(budget, str) else float(budget)
     config, url = _config(config, storage)

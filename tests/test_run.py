@@ -13,9 +13,9 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from bonas.commands.run import parse_duration
 from bonas.config import load_config
 from bonas.core import records as R
+from bonas.core.durations import parse_duration
 from bonas.data.idx import DEBIAN_FASHION_MNIST
 from tests.helpers import ROOT, make_cifar_dir, require, write_tiny_config
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from bonas.core.durations import parse_duration
+
 
 def positive_int(text: str) -> int:
     try:
@@ -26,8 +28,6 @@ def seconds(text: str) -> float:
 
 
 def duration(text: str) -> float:
-    from bonas.commands.run import parse_duration
-
     try:
         return parse_duration(text)
     except ValueError as err:

@@ -17,7 +17,6 @@ It writes the checkpoint (file and study artifact), the study's retrain record a
 
 from __future__ import annotations
 
-import re
 import sys
 import threading
 import time
@@ -44,22 +43,6 @@ from bonas.training.session import Session
 UNBOUNDED_TRIALS = 10**9  # a run is bounded by its time; [budget] n_trials gives way
 FINAL_SHARE_A_TRIAL_MAY_TAKE = 0.5  # a trial running past the search's end finishes its epoch within this
 REPORT_RESERVE_S = (5.0, 0.05)  # kept back for the latency, checkpoint and report: max(5 s, 5 % of the final share)
-
-
-def parse_duration(text: str) -> float:
-    """'90s', '45m', '1h', '1h30m', '2h15m30s' or plain seconds -> seconds."""
-    t = text.strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", t):
-        seconds = float(t)
-    else:
-        parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?", t)
-        if not t or parts is None or not any(parts.groups()):
-            raise ValueError(f"expected a duration such as 90s, 45m, 1h or 1h30m, got {text!r}")
-        h, m, s = (float(g) if g else 0.0 for g in parts.groups())
-        seconds = 3600 * h + 60 * m + s
-    if seconds < 10:
-        raise ValueError(f"a budget under 10 s cannot train anything, got {text!r}")
-    return seconds
 
 
 class BudgetBar:
