@@ -111,13 +111,6 @@ def mysql_db():
     drop()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_url(request, tmp_path):
-    if request.param == "sqlite":
-        return sqlite_url(tmp_path)
-    return request.getfixturevalue("pg_db")
-
-
 # --- the budget (its accounting: tests/test_budget.py) -----------------------------------------------
 
 
@@ -162,22 +155,24 @@ def test_mariadb_workers_share_a_study(tmp_path, mysql_db):
 # --- failures ------------------------------------------------------------------------------------------
 
 
-def test_killed_workers_trials_are_failed_and_retried(tmp_path, any_url):
+def test_killed_workers_trials_are_failed_and_retried(tmp_path):
     """Two deaths at once: a worker SIGKILLed inside Lightning's fit, and one that died right after creating
     its trial (a RUNNING trial with no heartbeat at all, which Optuna itself never reaps). A peer fails
-    both once the grace period has passed and reruns the killed trial's params."""
+    both once the grace period has passed and reruns the killed trial's params. On SQLite; the stalled worker below
+    is the same reaping (bonas.study.claims: a peer fails a silent trial and requeues it) on PostgreSQL."""
+    url = sqlite_url(tmp_path)
     config = slow_config(tmp_path, n_trials=4)
-    a = Proc(tmp_path, config, any_url, 0)
-    victim = wait_for(running_in_fit(any_url, a.pid), what="worker 0 inside fit")
-    storage = open_storage(any_url)
+    a = Proc(tmp_path, config, url, 0)
+    victim = wait_for(running_in_fit(url, a.pid), what="worker 0 inside fit")
+    storage = open_storage(url)
     study = optuna.load_study(study_name="par", storage=storage)
     orphan = storage.create_new_trial(study._study_id)  # what a worker killed before its first heartbeat leaves
     a.kill(signal.SIGKILL)
     assert a.wait(30) == -signal.SIGKILL
     killed_at = time.monotonic()
-    b = Proc(tmp_path, config, any_url, 1)
+    b = Proc(tmp_path, config, url, 1)
     assert b.wait(600) == 0, b.text()
-    trials = audit(any_url, 4)
+    trials = audit(url, 4)
     failed = sorted(t.number for t in trials if t.state == TrialState.FAIL)
     assert failed == sorted([victim.number, storage.get_trial(orphan).number])
     for t in trials:
@@ -222,14 +217,18 @@ def test_signal_inside_lightning_fit(tmp_path, request, sig, code, storage):
     assert retry.user_attrs["resumed_at_epoch"] >= 1, "it went on from the state the interrupted trial saved"
 
 
-def test_stalled_worker_drops_its_failed_trial_and_carries_on(tmp_path, any_url):
+def test_stalled_worker_drops_its_failed_trial_and_carries_on(tmp_path, pg_db):
+    """A worker stopped (SIGSTOP) inside fit goes silent: a peer fails its trial once the grace period has passed and
+    reruns its params; resumed (SIGCONT), the stalled worker finds its trial failed, drops it and carries on. On
+    PostgreSQL; the killed worker above is the same reaping on SQLite."""
+    url = pg_db
     config = slow_config(tmp_path, n_trials=3)
-    a = Proc(tmp_path, config, any_url, 0)
-    victim = wait_for(running_in_fit(any_url, a.pid), what="worker 0 inside fit")
+    a = Proc(tmp_path, config, url, 0)
+    victim = wait_for(running_in_fit(url, a.pid), what="worker 0 inside fit")
     a.kill(signal.SIGSTOP)
-    b = Proc(tmp_path, config, any_url, 1)
+    b = Proc(tmp_path, config, url, 1)
     wait_for(
-        lambda: load(any_url).trials[victim.number].state == TrialState.FAIL,
+        lambda: load(url).trials[victim.number].state == TrialState.FAIL,
         timeout=120,
         what="the peer to fail the stalled trial",
     )
@@ -238,7 +237,7 @@ def test_stalled_worker_drops_its_failed_trial_and_carries_on(tmp_path, any_url)
     assert b.wait(600) == 0, b.text()
     assert re.search(dropped(victim.number), a.text()) and re.search(rf":{a.pid}:w0: done: .*, 1 dropped,", a.text()), a.text()
     assert "Traceback" not in a.text()
-    trials = audit(any_url, 3)
+    trials = audit(url, 3)
     assert [t.number for t in trials if t.state == TrialState.FAIL] == [victim.number]
     assert re.fullmatch(reaped_by(b), trials[victim.number].user_attrs["end_reason"])
     retry = [t for t in trials if t.user_attrs.get("retry_of") == victim.number]
