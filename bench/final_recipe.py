@@ -9,12 +9,19 @@ other, the same seed; the network is the benchmark table's 2 conv + pooling + BN
 study now starts from).
 
     .venv/bin/python bench/final_recipe.py --epochs 30          # ~90 minutes on 2 cores, nothing else running
+    .venv/bin/python bench/final_recipe.py --arms "all of them" --keep   # one more arm beside the file's others
+
+Each row records the commit it was measured at. ``--keep`` keeps the rows of the results file already there for
+the arms not run now — only when they trained the same network, epochs and seed, and the code their training ran
+through (``SAME_CODE``) is unchanged since their commit (``git diff``); otherwise it stops before training.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,12 +29,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.budget import BASELINE_TRAIN, BASELINES  # noqa: E402
-from bench.record import write  # noqa: E402
+from bench.record import git_commit, write  # noqa: E402
 from bonas.config import load_config  # noqa: E402
 from bonas.training.final import final_splits, train_final  # noqa: E402
 from bonas.training.module import quiet_lightning, set_threads  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+SAME_CODE = ("bonas/core", "bonas/config", "bonas/data", "bonas/model", "bonas/training")  # what an arm's training ran
 # arm -> (the [final] / [data] / [training] settings it changes)
 ARMS: dict[str, dict[str, dict]] = {
     "base (no augmentation)": {},
@@ -44,6 +52,24 @@ def configured(base, changes: dict[str, dict]):
     return dataclasses.replace(base, **sections)
 
 
+def kept_rows(out: Path, config_path: str, network: str, epochs: int, seed: int, arms: list[str]) -> list[dict]:
+    """The rows of ``out`` for arms other than ``arms``, if they measured the same thing with the same code (else exit)."""
+    if not out.exists():
+        return []
+    old = json.loads(out.read_text())
+    if (old.get("network"), old.get("epochs"), old.get("seed")) != (network, epochs, seed):
+        raise SystemExit(f"final_recipe --keep: {out} measured {old.get('network')}, {old.get('epochs')} epochs, seed "
+                         f"{old.get('seed')}: not this run's; write elsewhere with --out")  # fmt: skip
+    rows = [{"git_commit": old["git_commit"], **r} for r in old["arms"] if r["arm"] not in arms]
+    config = str(Path(config_path).resolve().relative_to(ROOT))
+    for commit in {r["git_commit"].removesuffix("-dirty") for r in rows}:
+        changed = subprocess.run(["git", "diff", "--quiet", commit, "--", *SAME_CODE, config], cwd=ROOT).returncode
+        if changed:
+            raise SystemExit(f"final_recipe --keep: the training code or {config} changed since {commit[:7]}, where "
+                             f"{out.name}'s rows were measured: rerun every arm")  # fmt: skip
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(ROOT / "studies" / "fashion-mnist.toml"))
@@ -51,6 +77,7 @@ def main() -> None:
     ap.add_argument("--arms", default=",".join(ARMS))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "final_recipe.json"))
+    ap.add_argument("--keep", action="store_true", help="keep the results file's rows for the arms not run now (same code)")
     args = ap.parse_args()
     set_threads()
     quiet_lightning(False)
@@ -63,7 +90,9 @@ def main() -> None:
     arms = args.arms.split(",")
     if unknown := [a for a in arms if a not in ARMS]:
         ap.error(f"--arms: no arm {unknown[0]!r}; the arms are {', '.join(ARMS)}")
+    kept = kept_rows(Path(args.out), args.config, arch.describe(), args.epochs, args.seed, arms) if args.keep else []
     rows: list[dict] = []
+    commit = git_commit()
     for arm in arms:
         config = configured(base, ARMS[arm])
         start = time.monotonic()
@@ -71,16 +100,17 @@ def main() -> None:
         r = final.result
         if r["epochs"] < args.epochs - 0.01:
             raise SystemExit(f"final_recipe: {arm} trained {r['epochs']} of {args.epochs} epochs")
-        rows.append({"arm": arm, "changes": ARMS[arm], "test_acc": r["test_acc"], "epochs": r["epochs"],
+        rows.append({"git_commit": commit, "arm": arm, "changes": ARMS[arm], "test_acc": r["test_acc"], "epochs": r["epochs"],
                      "train_images": r["train_images"], "seconds": round(time.monotonic() - start, 1)})  # fmt: skip
         print(f"{arm}: test {r['test_acc']:.4f} after {r['epochs']} epochs of {r['train_images']} images", flush=True)
         # written after every arm: a run stopped early keeps the arms it finished, and says which were asked
         out = write(args.out, __file__, {
             "bench": "final_recipe", "network": arch.describe(), "train": BASELINE_TRAIN.to_dict(), "epochs": args.epochs,
-            "seed": args.seed, "test_images": len(splits.test), "arms_asked": arms, "arms": rows,
+            "seed": args.seed, "test_images": len(splits.test), "arms_asked": [r["arm"] for r in kept] + arms,
+            "arms": kept + rows,
         })  # fmt: skip
     print(f"wrote {out}")
-    print("RESULT " + " ".join(f"{r['arm'].split(' (')[0].replace(' ', '_')}={r['test_acc']:.4f}" for r in rows))
+    print("RESULT " + " ".join(f"{r['arm'].split(' (')[0].replace(' ', '_')}={r['test_acc']:.4f}" for r in kept + rows))
 
 
 if __name__ == "__main__":

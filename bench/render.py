@@ -1838,6 +1838,11 @@ def final_recipe(res: Results) -> str:
     d = res.data("final_recipe.json")
     base = d["arms"][0]["test_acc"]
     rows = [[a["arm"], f4(a["test_acc"]), pt(a["test_acc"] - base), f"{a['seconds']:.0f} s"] for a in d["arms"]]
+    commits = [a.get("git_commit", d["git_commit"])[:7] for a in d["arms"]]
+    head = ["arm", "test accuracy", "vs base", "time"]
+    if len(set(commits)) > 1:  # bench/final_recipe.py --keep: earlier rows of the same network and training code
+        rows = [[*row, c] for row, c in zip(rows, commits, strict=True)]
+        head.append("measured at")
     missing = [a for a in d.get("arms_asked", []) if a not in {r["arm"] for r in d["arms"]}]
     unfinished = [f"The run was stopped before these arms: {', '.join(missing)}."] if missing else []
     n = d["test_images"]
@@ -1854,7 +1859,15 @@ def final_recipe(res: Results) -> str:
         f"training, one seed, tested once on {num(d['test_images'])} images (one standard error: "
         f"{pt(se(base, d['test_images']))}).",
         *unfinished,
-        table(["arm", "test accuracy", "vs base", "time"], rows, "lrrr"),
+        *(
+            [
+                "Rows measured at an earlier commit were kept because the code their training ran through "
+                "(bench/final_recipe.py SAME_CODE) and the config are unchanged since."
+            ]
+            if "measured at" in head
+            else []
+        ),
+        table(head, rows, "lrrr" + "l" * (len(head) - 4)),
     )
 
 
