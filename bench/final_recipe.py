@@ -12,8 +12,9 @@ study now starts from).
     .venv/bin/python bench/final_recipe.py --arms "all of them" --keep   # one more arm beside the file's others
 
 Each row records the commit it was measured at. ``--keep`` keeps the rows of the results file already there for
-the arms not run now — only when they trained the same network, epochs and seed, and the code their training ran
-through (``SAME_CODE``) is unchanged since their commit (``git diff``); otherwise it stops before training.
+the arms not run now — only when they trained the same network and knobs, epochs and seed, and the code their training ran
+through (every bonas module this process has loaded, and the config) is unchanged since their commit (``git diff``);
+otherwise it stops, before training and again before each write.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from bonas.training.final import final_splits, train_final  # noqa: E402
 from bonas.training.module import quiet_lightning, set_threads  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-SAME_CODE = ("bonas/core", "bonas/config", "bonas/data", "bonas/model", "bonas/training")  # what an arm's training ran
 # arm -> (the [final] / [data] / [training] settings it changes)
 ARMS: dict[str, dict[str, dict]] = {
     "base (no augmentation)": {},
@@ -52,22 +52,35 @@ def configured(base, changes: dict[str, dict]):
     return dataclasses.replace(base, **sections)
 
 
-def kept_rows(out: Path, config_path: str, network: str, epochs: int, seed: int, arms: list[str]) -> list[dict]:
+def loaded_code() -> list[str]:
+    """The bonas source files this process has loaded: what its training ran through."""
+    files = (getattr(m, "__file__", None) for name, m in list(sys.modules.items()) if name.split(".")[0] == "bonas")
+    return sorted(str(Path(f).resolve().relative_to(ROOT)) for f in files if f)
+
+
+def kept_rows(out: Path, config_path: str, network: str, train: dict, epochs: int, seed: int, arms: list[str]) -> list[dict]:
     """The rows of ``out`` for arms other than ``arms``, if they measured the same thing with the same code (else exit)."""
     if not out.exists():
         return []
     old = json.loads(out.read_text())
-    if (old.get("network"), old.get("epochs"), old.get("seed")) != (network, epochs, seed):
-        raise SystemExit(f"final_recipe --keep: {out} measured {old.get('network')}, {old.get('epochs')} epochs, seed "
-                         f"{old.get('seed')}: not this run's; write elsewhere with --out")  # fmt: skip
+    if (old.get("network"), old.get("train"), old.get("epochs"), old.get("seed")) != (network, train, epochs, seed):
+        raise SystemExit(f"final_recipe --keep: {out} measured {old.get('network')} ({old.get('train')}), "
+                         f"{old.get('epochs')} epochs, seed {old.get('seed')}: not this run's; "
+                         "write elsewhere with --out")  # fmt: skip
     rows = [{"git_commit": old["git_commit"], **r} for r in old["arms"] if r["arm"] not in arms]
+    check_same_code(rows, config_path, out)
+    return rows
+
+
+def check_same_code(rows: list[dict], config_path: str, out: Path) -> None:
     config = str(Path(config_path).resolve().relative_to(ROOT))
     for commit in {r["git_commit"].removesuffix("-dirty") for r in rows}:
-        changed = subprocess.run(["git", "diff", "--quiet", commit, "--", *SAME_CODE, config], cwd=ROOT).returncode
+        # files added since are left out: reached only through changed files (listed) or this bench's own imports
+        diff = ["git", "diff", "--name-only", "--diff-filter=a", commit, "--", *loaded_code(), config]
+        changed = subprocess.run(diff, cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
         if changed:
-            raise SystemExit(f"final_recipe --keep: the training code or {config} changed since {commit[:7]}, where "
+            raise SystemExit(f"final_recipe --keep: {', '.join(changed)} changed since {commit[:7]}, where "
                              f"{out.name}'s rows were measured: rerun every arm")  # fmt: skip
-    return rows
 
 
 def main() -> None:
@@ -90,7 +103,9 @@ def main() -> None:
     arms = args.arms.split(",")
     if unknown := [a for a in arms if a not in ARMS]:
         ap.error(f"--arms: no arm {unknown[0]!r}; the arms are {', '.join(ARMS)}")
-    kept = kept_rows(Path(args.out), args.config, arch.describe(), args.epochs, args.seed, arms) if args.keep else []
+    kept = []
+    if args.keep:
+        kept = kept_rows(Path(args.out), args.config, arch.describe(), BASELINE_TRAIN.to_dict(), args.epochs, args.seed, arms)
     rows: list[dict] = []
     commit = git_commit()
     for arm in arms:
@@ -103,6 +118,7 @@ def main() -> None:
         rows.append({"git_commit": commit, "arm": arm, "changes": ARMS[arm], "test_acc": r["test_acc"], "epochs": r["epochs"],
                      "train_images": r["train_images"], "seconds": round(time.monotonic() - start, 1)})  # fmt: skip
         print(f"{arm}: test {r['test_acc']:.4f} after {r['epochs']} epochs of {r['train_images']} images", flush=True)
+        check_same_code(kept, args.config, Path(args.out))  # with every module the training has loaded by now
         # written after every arm: a run stopped early keeps the arms it finished, and says which were asked
         out = write(args.out, __file__, {
             "bench": "final_recipe", "network": arch.describe(), "train": BASELINE_TRAIN.to_dict(), "epochs": args.epochs,
