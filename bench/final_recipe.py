@@ -11,7 +11,8 @@ study now starts from).
     .venv/bin/python bench/final_recipe.py --epochs 30          # ~90 minutes on 2 cores, nothing else running
     .venv/bin/python bench/final_recipe.py --arms "all of them" --keep   # one more arm beside the file's others
 
-Each row records the commit it was measured at. ``--keep`` keeps the rows of the results file already there for
+Each row records the commit and the CPU model it was measured on (an arm trains a fixed number of epochs, so only its
+time depends on the machine). ``--keep`` keeps the rows of the results file already there for
 the arms not run now — only when they trained the same network and knobs, epochs and seed, and the code their training ran
 through (every bonas module this process has loaded, and the config) is unchanged since their commit (``git diff``);
 otherwise it stops, before training and again before each write.
@@ -30,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.budget import BASELINE_TRAIN, BASELINES  # noqa: E402
-from bench.record import git_commit, write  # noqa: E402
+from bench.record import git_commit, machine, write  # noqa: E402
 from bonas.config import load_config  # noqa: E402
 from bonas.training.final import final_splits, train_final  # noqa: E402
 from bonas.training.module import quiet_lightning, set_threads  # noqa: E402
@@ -67,7 +68,7 @@ def kept_rows(out: Path, config_path: str, network: str, train: dict, epochs: in
         raise SystemExit(f"final_recipe --keep: {out} measured {old.get('network')} ({old.get('train')}), "
                          f"{old.get('epochs')} epochs, seed {old.get('seed')}: not this run's; "
                          "write elsewhere with --out")  # fmt: skip
-    rows = [{"git_commit": old["git_commit"], **r} for r in old["arms"] if r["arm"] not in arms]
+    rows = [{"git_commit": old["git_commit"], "cpu": old["machine"]["cpu"], **r} for r in old["arms"] if r["arm"] not in arms]
     check_same_code(rows, config_path, out)
     return rows
 
@@ -107,7 +108,7 @@ def main() -> None:
     if args.keep:
         kept = kept_rows(Path(args.out), args.config, arch.describe(), BASELINE_TRAIN.to_dict(), args.epochs, args.seed, arms)
     rows: list[dict] = []
-    commit = git_commit()
+    commit, cpu = git_commit(), machine()["cpu"]
     for arm in arms:
         config = configured(base, ARMS[arm])
         start = time.monotonic()
@@ -115,8 +116,9 @@ def main() -> None:
         r = final.result
         if r["epochs"] < args.epochs - 0.01:
             raise SystemExit(f"final_recipe: {arm} trained {r['epochs']} of {args.epochs} epochs")
-        rows.append({"git_commit": commit, "arm": arm, "changes": ARMS[arm], "test_acc": r["test_acc"], "epochs": r["epochs"],
-                     "train_images": r["train_images"], "seconds": round(time.monotonic() - start, 1)})  # fmt: skip
+        rows.append({"git_commit": commit, "cpu": cpu, "arm": arm, "changes": ARMS[arm], "test_acc": r["test_acc"],
+                     "epochs": r["epochs"], "train_images": r["train_images"],
+                     "seconds": round(time.monotonic() - start, 1)})  # fmt: skip
         print(f"{arm}: test {r['test_acc']:.4f} after {r['epochs']} epochs of {r['train_images']} images", flush=True)
         check_same_code(kept, args.config, Path(args.out))  # with every module the training has loaded by now
         # written after every arm: a run stopped early keeps the arms it finished, and says which were asked

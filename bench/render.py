@@ -1838,11 +1838,11 @@ def final_recipe(res: Results) -> str:
     d = res.data("final_recipe.json")
     base = d["arms"][0]["test_acc"]
     rows = [[a["arm"], f4(a["test_acc"]), pt(a["test_acc"] - base), f"{a['seconds']:.0f} s"] for a in d["arms"]]
-    commits = [a.get("git_commit", d["git_commit"])[:7] for a in d["arms"]]
+    where = [f"{a.get('git_commit', d['git_commit'])[:7]}, {machine_text(a.get('cpu', d['machine']))}" for a in d["arms"]]
     head = ["arm", "test accuracy", "vs base", "time"]
-    if len(set(commits)) > 1:  # bench/final_recipe.py --keep: earlier rows of the same network and training code
-        rows = [[*row, c] for row, c in zip(rows, commits, strict=True)]
-        head.append("measured at")
+    if len(set(where)) > 1:  # bench/final_recipe.py --keep: earlier rows of the same network and training code
+        rows = [[*row, w] for row, w in zip(rows, where, strict=True)]
+        head.append("measured at, on")
     missing = [a for a in d.get("arms_asked", []) if a not in {r["arm"] for r in d["arms"]}]
     unfinished = [f"The run was stopped before these arms: {', '.join(missing)}."] if missing else []
     n = d["test_images"]
@@ -1861,10 +1861,11 @@ def final_recipe(res: Results) -> str:
         *unfinished,
         *(
             [
-                "Rows measured at an earlier commit were kept because the code their training ran through "
-                "(bench/final_recipe.py SAME_CODE) and the config are unchanged since."
+                "Rows measured at an earlier commit were kept (`--keep`): the bonas modules their training loaded and "
+                "the config are unchanged since. Each arm trains a fixed number of epochs, so only its time depends "
+                "on the CPU: compare times within one machine."
             ]
-            if "measured at" in head
+            if len(head) > 4
             else []
         ),
         table(head, rows, "lrrr" + "l" * (len(head) - 4)),
